@@ -1,0 +1,37 @@
+"""The one error family flowsim raises, so that users can catch ``fs.FlowsimError``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlowsimError(ValueError):
+    """Base class of every error flowsim raises on bad input or a failed run."""
+
+
+class InputError(FlowsimError, TypeError):
+    """An argument has the wrong type, shape or value. Raised before any JAX tracing."""
+
+
+class SolveError(FlowsimError, RuntimeError):
+    """A run failed (non-finite values, step limit, failed step).
+
+    The part computed before the failure is attached as ``partial`` (a :class:`flowsim.Trajectory`
+    or ``None``), so nothing is lost and nothing is truncated silently.
+    """
+
+    def __init__(self, message: str, partial: Any = None):
+        super().__init__(message)
+        self.partial = partial
+
+
+class ResultFileError(FlowsimError, OSError):
+    """A result file is missing, truncated, of another format version, or inconsistent."""
+
+
+def fail(argument: str, value: Any, expected: str) -> InputError:
+    """Build the standard message: which argument, what it was, and what was expected."""
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return InputError(f"argument `{argument}`: got {shown}; expected {expected}.")

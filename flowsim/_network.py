@@ -1,0 +1,121 @@
+"""The bias-free MLP with scalar output, written in jax.numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ._errors import fail
+
+ACTIVATIONS = ("relu", "linear")
+
+
+class Network(eqx.Module):
+    """A bias-free multilayer perceptron ``f(W; x) = W_L σ(W_{L-1} ⋯ σ(W_1 x))`` with scalar output.
+
+    The network holds no weights: it is the architecture, and the weights (or their unit-norm
+    directions ``V_k``) are passed to its methods. Its methods are jit-compiled once per network
+    shape and data shape.
+
+    **Arguments:**
+
+    - `widths`: ``(d_0, d_1, ..., d_L)`` with ``d_0`` the input dimension and ``d_L = 1``; layer
+      ``k`` has weight shape ``(d_k, d_{k-1})``.
+    - `activation`: ``"relu"`` (the default) or ``"linear"`` (the identity, for linear-network checks).
+    """
+
+    widths: tuple[int, ...] = eqx.field(static=True)
+    activation: str = eqx.field(static=True)
+
+    def __init__(self, widths: Sequence[int], activation: str = "relu"):
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence | np.ndarray):
+            raise fail("widths", widths, "a sequence of positive integers (d_0, ..., d_L) with d_L = 1")
+        widths = tuple(widths)
+        if len(widths) < 2:
+            raise fail("widths", widths, "at least two widths: the input dimension and the output width 1")
+        for w in widths:
+            if isinstance(w, bool) or not isinstance(w, (int, np.integer)):
+                raise fail("widths", widths, "integer widths")
+            if w < 1:
+                raise fail("widths", widths, "every width >= 1 (a zero width leaves no path from input to output)")
+        if widths[-1] != 1:
+            raise fail("widths", widths, "output width d_L = 1 (the network has a scalar output)")
+        if activation not in ACTIVATIONS:
+            raise fail("activation", activation, f"one of {ACTIVATIONS}")
+        self.widths = tuple(int(w) for w in widths)
+        self.activation = activation
+
+    @property
+    def depth(self) -> int:
+        """Number of weight layers L."""
+        return len(self.widths) - 1
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """Weight shapes ``(d_k, d_{k-1})`` for ``k = 1..L``."""
+        return tuple((self.widths[k + 1], self.widths[k]) for k in range(self.depth))
+
+    @property
+    def n_params(self) -> int:
+        """Number of weights."""
+        return sum(a * b for a, b in self.shapes)
+
+    def _sigma(self, z):
+        return jnp.maximum(z, 0.0) if self.activation == "relu" else z
+
+    def _forward(self, V, x):
+        a = x
+        for Vk in V[:-1]:
+            a = self._sigma(a @ Vk.T)
+        return (a @ V[-1].T)[:, 0]
+
+    @eqx.filter_jit
+    def forward(self, V: Sequence[Float[Array, "dk dkm1"]], x: Float[Array, "N d"]) -> Float[Array, " N"]:
+        """The outputs ``f(V; x_n)`` for all samples.
+
+        **Arguments:**
+
+        - `V`: one weight matrix per layer, shapes :attr:`shapes`.
+        - `x`: inputs, shape ``(N, d_0)``.
+
+        **Returns:** shape ``(N,)``.
+        """
+        return self._forward(tuple(V), x)
+
+    @eqx.filter_jit
+    def vjp(self, V: Sequence[Float[Array, "dk dkm1"]], x: Float[Array, "N d"], w: Float[Array, " N"]):
+        """The outputs and the weighted gradient ``Σ_n w_n ∂f_n/∂V_k`` for every layer, in one VJP.
+
+        **Arguments:**
+
+        - `V`: one weight matrix per layer.
+        - `x`: inputs, shape ``(N, d_0)``.
+        - `w`: per-sample weights, shape ``(N,)``.
+
+        **Returns:** ``(f, grads)`` with ``f`` of shape ``(N,)`` and ``grads`` a tuple shaped like `V`.
+        """
+        f, pullback = jax.vjp(lambda V_: self._forward(V_, x), tuple(V))
+        return f, pullback(w)[0]
+
+    @eqx.filter_jit
+    def preactivations(self, V: Sequence[Float[Array, "dk dkm1"]], x: Float[Array, "N d"]):
+        """The pre-activations ``z_k = V_k a_{k-1}`` of the hidden layers, each of shape ``(N, d_k)``."""
+        zs, a = [], x
+        for Vk in tuple(V)[:-1]:
+            z = a @ Vk.T
+            zs.append(z)
+            a = self._sigma(z)
+        return tuple(zs)
+
+    @eqx.filter_jit
+    def features(self, V: Sequence[Float[Array, "dk dkm1"]], x: Float[Array, "N d"]) -> Float[Array, "N h"]:
+        """The last hidden layer's activations ``a_{L-1}`` (the input itself for ``L = 1``)."""
+        a = x
+        for Vk in tuple(V)[:-1]:
+            a = self._sigma(a @ Vk.T)
+        return a
