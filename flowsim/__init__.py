@@ -10,11 +10,14 @@ jax.config.update("jax_enable_x64", True)
 
 from . import datasets  # noqa: E402
 from ._data import Dataset  # noqa: E402
+from ._integrate import simulate  # noqa: E402
 from ._errors import FlowsimError, InputError, ResultFileError, SolveError  # noqa: E402
 from ._model import Model, available_models, load_model  # noqa: E402
 from ._network import Network  # noqa: E402
 from ._state import State  # noqa: E402
+from ._trajectory import Trajectory  # noqa: E402
 from ._symbolic import Regime  # noqa: E402
+from . import plot  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -28,7 +31,10 @@ __all__ = [
     "ResultFileError",
     "SolveError",
     "State",
+    "Trajectory",
     "available_models",
     "datasets",
     "load_model",
+    "simulate",
+    "plot",
 ]

@@ -78,6 +78,8 @@ class _Compiled:
             self.scale_sample = lambda rho, s, f, y: ss(rho, f, y)
         self.scale_reg = sp.lambdify((sym.s if regime.per_layer else sym.rho, sym.lam), d.scale_reg, modules=mods)
         self.direction_factor = sp.lambdify((sym.s,), d.direction_factor, modules=mods)
+        self.loss = sp.lambdify((sym.u, sym.y), sym.LOSSES[loss], modules=mods)
+        self.regularizer = sp.lambdify((sym.s, sym.lam), regime.regularizer(sym.s, sym.lam), modules=mods)
         closed = sym.rho_equilibrium(d, regime.per_layer, depth)
         self.rho_eq_expr = None if closed is None else closed[0]
         if closed is not None:

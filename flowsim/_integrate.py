@@ -1,0 +1,394 @@
+"""``fs.simulate``: error-controlled integration of a model's flow, ReLU kinks included.
+
+The ReLU flow is piecewise smooth (a Filippov system): its gradient jumps where a pre-activation crosses
+zero, and trajectories can slide along those switching surfaces. Explicit solvers chatter there and stall
+(design.md). flowsim integrates the Sotomayor–Teixeira regularization of the field instead — σ′ replaced
+by the smooth step ½(1 + tanh(z/ε)) in the *vector field* only, with the forward pass unchanged — whose
+solutions converge to the Filippov ones as ε → 0, with a stiff solver that reuses its Jacobian across
+steps (scipy's BDF driven by the jitted field and its jitted Jacobian). Measured on the stall case, that
+was the fastest option by far (see ``benchmarks/results/integrator.md``); explicit and implicit diffrax
+solvers stay available through `solver` (and are what ``fs.sweep`` vmaps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._data import Dataset
+from ._errors import SolveError, fail
+from ._model import Model, _forward, check_problem, check_state, field
+from ._network import Network
+from ._state import State
+from ._trajectory import Trajectory, observe, stack_states
+
+SCIPY_SOLVERS = {"bdf": "BDF", "lsoda": "LSODA", "radau": "Radau"}
+DIFFRAX_SOLVERS = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
+SOLVERS = ("auto", *SCIPY_SOLVERS, *DIFFRAX_SOLVERS)
+DEFAULT_SMOOTHING = 1e-4
+
+
+def _number(name, value, expected, ok):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise fail(name, value, expected)
+    value = float(value)
+    if not (math.isfinite(value) and ok(value)):
+        raise fail(name, value, expected)
+    return value
+
+
+def check_times(t1, ts):
+    """Validate `t1` and `ts`; return ``(t1, ts as float64 numpy array or None)``."""
+    t1 = _number("t1", t1, "a finite end time > 0", lambda v: v > 0)
+    if ts is None:
+        return t1, None
+    arr = np.asarray(ts, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise fail("ts", ts, "a non-empty 1-D array of save times")
+    if not np.all(np.isfinite(arr)):
+        raise fail("ts", ts, "finite save times")
+    if arr[0] < 0 or arr[-1] > t1:
+        raise fail("ts", f"times in [{arr[0]:g}, {arr[-1]:g}]", f"times within [0, t1] = [0, {t1:g}]")
+    if arr.size > 1 and np.any(np.diff(arr) <= 0):
+        raise fail("ts", ts, "strictly increasing save times")
+    return t1, arr
+
+
+def default_ts(t1: float, n: int = 200) -> np.ndarray:
+    """The automatic save grid: t = 0 and log-spaced times from t1·1e-4 to t1."""
+    return np.concatenate([[0.0], np.logspace(math.log10(t1) - 4, math.log10(t1), n - 1)])
+
+
+class _Flat:
+    """The model's field on a flat vector (jitted), with its Jacobian and pre-activation diagnostics."""
+
+    def __init__(self, model: Model, net: Network, data: Dataset, state: State, eps: float | None):
+        self.z0, self.unravel = ravel_pytree(state)
+        x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+        self.x = x
+
+        def F(z):
+            return ravel_pytree(field(model, net, x, y, self.unravel(z), eps))[0]
+
+        self.F_raw = F
+        self.F = jax.jit(F)
+        self.J = jax.jit(jax.jacfwd(F))
+
+        def pre(z):
+            zs = _preacts(net, self.unravel(z).V, x)
+            return zs
+
+        self.pre = jax.jit(pre)
+
+
+def _preacts(net: Network, V, x):
+    zs, a = [], x
+    for Vk in tuple(V)[:-1]:
+        z = a @ Vk.T
+        zs.append(z.ravel())
+        a = jnp.maximum(z, 0.0) if net.activation == "relu" else z
+    return jnp.concatenate(zs) if zs else jnp.zeros((0,))
+
+
+def project(model: Model, states: State, balance0=None, rate: float = 0.0, ts=None) -> tuple[State, dict]:
+    """Put time-stacked states back on their manifolds; return them and the deviations removed.
+
+    Directions are scaled to unit norm with the norms folded into the scales (the network function is
+    unchanged, by homogeneity). For per-layer models the scales are then put on the layer-balance
+    manifold ``ρ_k² − ρ_1² = (ρ_k(0)² − ρ_1(0)²) e^{c t}`` derived symbolically, keeping ``Σ_k ρ_k²``.
+    """
+    norms = jnp.stack([jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=1) for v in states.V], axis=1)
+    V = tuple(v / n[:, None, None] for v, n in zip(states.V, norms.T))
+    dev = {"max_norm_drift": float(jnp.max(jnp.abs(norms - 1.0)))}
+    if states.rho_k is None:
+        rho = states.rho * jnp.prod(norms, axis=1)
+        return State(V, rho, None), dev
+    rk = states.rho_k * norms
+    sq = rk**2
+    if balance0 is not None and rk.shape[1] > 1:
+        c = (balance0 - jnp.mean(balance0))[None, :] * jnp.exp(rate * jnp.asarray(ts))[:, None]
+        target = jnp.mean(sq, axis=1, keepdims=True) + c
+        dev["max_balance_drift"] = float(jnp.max(jnp.abs(sq - target) / jnp.max(sq, axis=1, keepdims=True)))
+        rk = jnp.sqrt(jnp.maximum(target, 0.0))
+    return State(V, jnp.prod(rk, axis=1), rk), dev
+
+
+@contextlib.contextmanager
+def _count_attempts():
+    """Count scipy BDF step attempts (each Newton solve is one), to report rejected steps exactly."""
+    from scipy.integrate._ivp import bdf
+
+    counter = {"attempts": 0}
+    original = bdf.solve_bdf_system
+
+    def counting(*args, **kwargs):
+        counter["attempts"] += 1
+        return original(*args, **kwargs)
+
+    bdf.solve_bdf_system = counting
+    try:
+        yield counter
+    finally:
+        bdf.solve_bdf_system = original
+
+
+def simulate(
+    model: Model,
+    net: Network,
+    data: Dataset,
+    state: State,
+    t1: float,
+    ts=None,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    steady_state: bool = False,
+    solver: str = "auto",
+    progress: bool | None = None,
+    smoothing: float | None | str = "auto",
+    max_steps: int = 200_000,
+    steady_tol: float = 1e-8,
+) -> Trajectory:
+    """Integrate the flow of `model` from `state` over ``[0, t1]``.
+
+    **Arguments:**
+
+    - `model`: from :func:`flowsim.load_model`.
+    - `net`, `data`: the network and the data set (``data.dim == net.widths[0]``).
+    - `state`: the initial :class:`flowsim.State`.
+    - `t1`: end time (the cap when `steady_state` is set).
+    - `ts`: save times in ``[0, t1]``, increasing; default 200 times, log-spaced (plus ``t = 0``).
+    - `rtol`, `atol`: error tolerances of the solver.
+    - `steady_state`: stop once ``‖ẋ‖ ≤ steady_tol · (1 + ‖x‖)``; the final state is saved too and
+      ``stats["steady_state"]`` says whether it was reached.
+    - `solver`: ``"auto"`` (BDF), ``"bdf"``, ``"lsoda"``, ``"radau"`` (scipy, Jacobian reused across
+      steps), or ``"tsit5"``, ``"dopri5"``, ``"dopri8"``, ``"kvaerno5"`` (diffrax).
+    - `progress`: show a progress bar (log-time axis to steady state); default: when ``t1 > 100``.
+    - `smoothing`: width ε of the smooth step replacing σ′ in the field (``"auto"``: 1e-4 for ReLU
+      networks, none for linear ones; ``None`` or 0: the raw, non-smooth field).
+    - `max_steps`: step limit; reaching it raises :class:`flowsim.SolveError`.
+    - `steady_tol`: tolerance of the steady-state test.
+
+    **Returns:** a :class:`flowsim.Trajectory`. Its ``stats`` hold the solver, accepted and rejected
+    steps, field and Jacobian evaluations, activation switches, sliding time (time with some
+    pre-activation inside the smoothing band, i.e. pinned to a switching surface), wall time, and the
+    manifold deviations removed by projection.
+
+    **Raises:** :class:`flowsim.SolveError` (with ``.partial``, the trajectory up to the failure) on a
+    failed step, non-finite values or the step limit; :class:`flowsim.InputError` on bad arguments.
+    """
+    if not isinstance(model, Model):
+        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
+    check_problem(net, data)
+    check_state(model, net, state)
+    t1, ts = check_times(t1, ts)
+    rtol = _number("rtol", rtol, "a tolerance > 0", lambda v: v > 0)
+    atol = _number("atol", atol, "a tolerance > 0", lambda v: v > 0)
+    steady_tol = _number("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
+    if not isinstance(solver, str) or solver not in SOLVERS:
+        raise fail("solver", solver, f"one of {SOLVERS}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise fail("max_steps", max_steps, "an integer >= 1")
+    if smoothing == "auto":
+        eps = DEFAULT_SMOOTHING if net.activation == "relu" else None
+    elif smoothing is None or smoothing == 0:
+        eps = None
+    else:
+        eps = _number("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
+    if progress is None:
+        progress = t1 > 100
+    if ts is None:
+        ts = default_ts(t1)
+    solver = "bdf" if solver == "auto" else solver
+    _warn_if_not_separable(model, net, data, state)
+
+    flat = _Flat(model, net, data, state, eps)
+    started = time.perf_counter()
+    if solver in SCIPY_SOLVERS:
+        t_saved, z_saved, stats = _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress,
+                                               max_steps, eps)
+    else:
+        t_saved, z_saved, stats = _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol,
+                                                 progress, max_steps, eps)
+    stats.update(solver=solver, smoothing=eps, rtol=rtol, atol=atol, wall_time=time.perf_counter() - started)
+    traj = _trajectory(model, net, data, state, flat, t_saved, z_saved, stats)
+    if stats.get("failure"):
+        raise SolveError(stats["failure"], partial=traj)
+    return traj
+
+
+def _trajectory(model, net, data, state, flat, t_saved, z_saved, stats) -> Trajectory:
+    states = jax.vmap(flat.unravel)(jnp.asarray(np.asarray(z_saved).reshape(len(t_saved), -1)))
+    balance0 = None if state.rho_k is None else state.rho_k**2
+    rate = model.invariant_rate() if model.per_layer else 0.0
+    states, dev = project(model, states, balance0, rate, t_saved)
+    stats.update(dev)
+    return observe(model, net, data, np.asarray(t_saved), states, stats)
+
+
+def _warn_if_not_separable(model, net, data, state):
+    import warnings
+
+    f = _forward(net, state.V, jnp.asarray(data.x))
+    avg = float(jnp.sum(jnp.asarray(data.y) * f))
+    if avg <= 0:
+        warnings.warn(
+            f"the initial state is not on average separable: Σ_n y_n f_n = {avg:.3g} <= 0, so ρ_eq < 0 and ρ "
+            "first shrinks toward 0; choose another seed or data if that is not intended.",
+            stacklevel=3,
+        )
+
+
+def _switch_stats(flat, z_prev, z_new, dt, eps, acc):
+    p_new = np.asarray(flat.pre(z_new))
+    p_prev = acc.get("_pre")
+    if p_prev is None:
+        p_prev = np.asarray(flat.pre(z_prev))
+    acc["switches"] += int(np.sum(np.signbit(p_prev) != np.signbit(p_new)))
+    if eps and p_new.size and np.min(np.abs(p_new)) < 10 * eps:
+        acc["sliding_time"] += dt
+    acc["_pre"] = p_new
+
+
+def _progress_bar(enabled, t1, steady_state):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    unit = "decade" if steady_state else "t"
+    total = math.log10(t1) + 6 if steady_state else t1
+    return tqdm(total=round(total, 3), unit=unit, desc="simulate", leave=False,
+                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} " + unit + " [{elapsed}<{remaining}]")
+
+
+def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress, max_steps, eps):
+    import scipy.integrate as si
+
+    F, J = flat.F, flat.J
+    z0 = np.asarray(flat.z0)
+    fun = lambda t, z: np.asarray(F(z))  # noqa: E731
+    jac = lambda t, z: np.asarray(J(z))  # noqa: E731
+    cls = getattr(si, SCIPY_SOLVERS[solver])
+    acc = {"switches": 0, "sliding_time": 0.0}
+    t_saved, z_saved = [], []
+    i = 0  # next save time index
+    while i < len(ts) and ts[i] <= 0.0:
+        t_saved.append(ts[i]); z_saved.append(z0); i += 1  # noqa: E702
+    bar = _progress_bar(progress, t1, steady_state)
+    stats = {"steady_state": False, "failure": None}
+    n_acc = 0
+    with _count_attempts() as counter:
+        integ = cls(fun, 0.0, z0, t1, rtol=rtol, atol=atol, jac=jac)
+        try:
+            while integ.status == "running":
+                t_old, z_old = integ.t, integ.y.copy()
+                message = integ.step()
+                if integ.status == "failed":
+                    stats["failure"] = f"step failed at t = {t_old:.6g}: {message}"
+                    break
+                if not np.all(np.isfinite(integ.y)):
+                    bad = int(np.argmax(~np.isfinite(integ.y)))
+                    stats["failure"] = (f"non-finite state at t = {integ.t:.6g} (first bad coordinate {bad}); "
+                                        "reduce the initial scale or the tolerances")
+                    break
+                n_acc += 1
+                if ts[i:].size and ts[i] <= integ.t:
+                    dense = integ.dense_output()
+                    while i < len(ts) and ts[i] <= integ.t:
+                        t_saved.append(ts[i]); z_saved.append(dense(ts[i])); i += 1  # noqa: E702
+                _switch_stats(flat, z_old, integ.y, integ.t - t_old, eps, acc)
+                if bar is not None:
+                    pos = math.log10(max(integ.t, 1e-6)) + 6 if steady_state else integ.t
+                    bar.update(round(pos - bar.n, 3))
+                if steady_state:
+                    speed = float(np.linalg.norm(fun(integ.t, integ.y)))
+                    if speed <= steady_tol * (1.0 + float(np.linalg.norm(integ.y))):
+                        stats["steady_state"] = True
+                        break
+                if n_acc >= max_steps:
+                    stats["failure"] = (f"reached max_steps = {max_steps} at t = {integ.t:.6g} of t1 = {t1:g}; "
+                                        "raise max_steps, loosen rtol/atol, or widen `smoothing`")
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+    if integ.t not in t_saved or stats["steady_state"]:
+        if not t_saved or t_saved[-1] < integ.t:
+            t_saved.append(integ.t); z_saved.append(integ.y.copy())  # noqa: E702
+    stats.update(
+        t_final=float(integ.t),
+        accepted_steps=n_acc,
+        rejected_steps=max(counter["attempts"] - n_acc, 0),
+        field_evaluations=int(integ.nfev),
+        jacobian_evaluations=int(integ.njev),
+        lu_decompositions=int(getattr(integ, "nlu", 0)),
+        switches=acc["switches"],
+        sliding_time=float(acc["sliding_time"]),
+    )
+    return np.asarray(t_saved), np.stack(z_saved), stats
+
+
+def diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state=False, steady_tol=1e-8,
+                  progress_meter=None):
+    """One pure diffrax solve of ``ż = F(z)`` saving at `ts` and at the end (vmappable; used by sweeps)."""
+    term = dfx.ODETerm(lambda t, z, args: F(z))
+    event = None
+    if steady_state:
+        def cond(t, z, args, **kwargs):
+            return jnp.linalg.norm(F(z)) <= steady_tol * (1.0 + jnp.linalg.norm(z))
+
+        event = dfx.Event(cond)
+    return dfx.diffeqsolve(
+        term,
+        DIFFRAX_SOLVERS[solver](),
+        0.0,
+        t1,
+        None,
+        z0,
+        saveat=dfx.SaveAt(ts=jnp.asarray(ts), t1=True),
+        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+        event=event,
+        throw=False,
+        progress_meter=progress_meter or dfx.NoProgressMeter(),
+    )
+
+
+def _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress, max_steps, eps):
+    meter = dfx.TqdmProgressMeter() if progress else None
+    sol = jax.jit(
+        lambda z0: diffrax_solve(flat.F_raw, z0, t1, ts, rtol, atol, solver, max_steps, steady_state, steady_tol,
+                                 meter)
+    )(flat.z0)
+    ys = np.asarray(sol.ys)
+    t_all = np.concatenate([ts, [float(sol.ts[-1])]])
+    t_end = float(sol.ts[-1])
+    keep = np.isfinite(ys).all(axis=1) & (t_all <= t_end)
+    keep[-1] = keep[-1] and not (t_end == ts[-1])  # t1 already saved through ts
+    t_saved, z_saved = t_all[keep], ys[keep]
+    stats = {"steady_state": bool(steady_state and sol.result == dfx.RESULTS.event_occurred),
+             "failure": None}
+    if sol.result == dfx.RESULTS.max_steps_reached:
+        stats["failure"] = (f"reached max_steps = {max_steps} at t = {t_saved[-1] if len(t_saved) else 0:.6g} of "
+                            f"t1 = {t1:g}; raise max_steps, loosen rtol/atol, or use solver='bdf'")
+    elif not dfx.RESULTS.is_successful(sol.result) and sol.result != dfx.RESULTS.event_occurred:
+        stats["failure"] = f"diffrax stopped: {sol.result} (last saved t = {t_saved[-1] if len(t_saved) else 0:.6g})"
+    acc = {"switches": 0, "sliding_time": 0.0}
+    for a, b, ta, tb in zip(z_saved[:-1], z_saved[1:], t_saved[:-1], t_saved[1:]):
+        _switch_stats(flat, a, b, tb - ta, eps, acc)
+    stats.update(
+        t_final=t_end,
+        accepted_steps=int(sol.stats["num_accepted_steps"]),
+        rejected_steps=int(sol.stats["num_rejected_steps"]),
+        field_evaluations=None,
+        switches=acc["switches"],
+        sliding_time=float(acc["sliding_time"]),
+        switch_counts_from="saved times only",
+    )
+    return t_saved, z_saved, stats
