@@ -17,6 +17,7 @@ import math
 import time
 
 import diffrax as dfx
+from threadpoolctl import threadpool_limits
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -283,7 +284,8 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
     bar = _progress_bar(progress, t1, steady_state)
     stats = {"steady_state": False, "failure": None}
     n_acc = 0
-    with _count_attempts() as counter:
+    # One BLAS thread: the LU factorizations are small, and JAX's threads compete for the 2 cores.
+    with _count_attempts() as counter, threadpool_limits(1, "blas"):
         integ = cls(fun, 0.0, z0, t1, rtol=rtol, atol=atol, jac=jac)
         try:
             while integ.status == "running":
@@ -330,6 +332,7 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
         lu_decompositions=int(getattr(integ, "nlu", 0)),
         switches=acc["switches"],
         sliding_time=float(acc["sliding_time"]),
+        final_speed=float(np.linalg.norm(fun(integ.t, integ.y))),
     )
     return np.asarray(t_saved), np.stack(z_saved), stats
 
