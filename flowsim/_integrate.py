@@ -17,6 +17,7 @@ import math
 import time
 
 import diffrax as dfx
+import equinox as eqx
 from threadpoolctl import threadpool_limits
 import jax
 import jax.numpy as jnp
@@ -67,26 +68,42 @@ def default_ts(t1: float, n: int = 200) -> np.ndarray:
     return np.concatenate([[0.0], np.logspace(math.log10(t1) - 4, math.log10(t1), n - 1)])
 
 
+def _template(model: Model, net: Network) -> State:
+    V = tuple(jnp.zeros(shape) for shape in net.shapes)
+    return State(V, jnp.zeros(()), jnp.zeros(net.depth) if model.per_layer else None)
+
+
+def unraveler(model: Model, net: Network):
+    """The map from the flat coordinate vector back to a State (fixed by the model and the network)."""
+    return ravel_pytree(_template(model, net))[1]
+
+
+# Compiled once per (regime, loss, network, data shape, ε); λ is a traced leaf, so new λ do not recompile.
+@eqx.filter_jit
+def _flat_field(model, net, x, y, z, eps):
+    return ravel_pytree(field(model, net, x, y, unraveler(model, net)(z), eps))[0]
+
+
+@eqx.filter_jit
+def _flat_jacobian(model, net, x, y, z, eps):
+    return jax.jacfwd(lambda z_: _flat_field(model, net, x, y, z_, eps))(z)
+
+
+@eqx.filter_jit
+def _flat_preacts(model, net, x, z):
+    return _preacts(net, unraveler(model, net)(z).V, x)
+
+
 class _Flat:
     """The model's field on a flat vector (jitted), with its Jacobian and pre-activation diagnostics."""
 
     def __init__(self, model: Model, net: Network, data: Dataset, state: State, eps: float | None):
         self.z0, self.unravel = ravel_pytree(state)
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-        self.x = x
-
-        def F(z):
-            return ravel_pytree(field(model, net, x, y, self.unravel(z), eps))[0]
-
-        self.F_raw = F
-        self.F = jax.jit(F)
-        self.J = jax.jit(jax.jacfwd(F))
-
-        def pre(z):
-            zs = _preacts(net, self.unravel(z).V, x)
-            return zs
-
-        self.pre = jax.jit(pre)
+        self.F_raw = lambda z: ravel_pytree(field(model, net, x, y, self.unravel(z), eps))[0]
+        self.F = lambda z: _flat_field(model, net, x, y, z, eps)
+        self.J = lambda z: _flat_jacobian(model, net, x, y, z, eps)
+        self.pre = lambda z: _flat_preacts(model, net, x, z)
 
 
 def _preacts(net: Network, V, x):
@@ -154,7 +171,7 @@ def simulate(
     progress: bool | None = None,
     smoothing: float | None | str = "auto",
     max_steps: int = 200_000,
-    steady_tol: float = 1e-8,
+    steady_tol: float = 1e-6,
 ) -> Trajectory:
     """Integrate the flow of `model` from `state` over ``[0, t1]``.
 
@@ -226,8 +243,9 @@ def simulate(
 
 def _trajectory(model, net, data, state, flat, t_saved, z_saved, stats) -> Trajectory:
     states = jax.vmap(flat.unravel)(jnp.asarray(np.asarray(z_saved).reshape(len(t_saved), -1)))
-    balance0 = None if state.rho_k is None else state.rho_k**2
-    rate = model.invariant_rate() if model.per_layer else 0.0
+    has_law = model.per_layer and model.derivation.invariant is not None
+    balance0 = state.rho_k**2 if has_law else None
+    rate = model.invariant_rate() if has_law else 0.0
     states, dev = project(model, states, balance0, rate, t_saved)
     stats.update(dev)
     return observe(model, net, data, np.asarray(t_saved), states, stats)
@@ -337,7 +355,7 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
     return np.asarray(t_saved), np.stack(z_saved), stats
 
 
-def diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state=False, steady_tol=1e-8,
+def diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state=False, steady_tol=1e-6,
                   progress_meter=None):
     """One pure diffrax solve of ``ż = F(z)`` saving at `ts` and at the end (vmappable; used by sweeps)."""
     term = dfx.ODETerm(lambda t, z, args: F(z))
@@ -380,7 +398,7 @@ def _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, p
     if sol.result == dfx.RESULTS.max_steps_reached:
         stats["failure"] = (f"reached max_steps = {max_steps} at t = {t_saved[-1] if len(t_saved) else 0:.6g} of "
                             f"t1 = {t1:g}; raise max_steps, loosen rtol/atol, or use solver='bdf'")
-    elif not dfx.RESULTS.is_successful(sol.result) and sol.result != dfx.RESULTS.event_occurred:
+    elif sol.result not in (dfx.RESULTS.successful, dfx.RESULTS.event_occurred):
         stats["failure"] = f"diffrax stopped: {sol.result} (last saved t = {t_saved[-1] if len(t_saved) else 0:.6g})"
     acc = {"switches": 0, "sliding_time": 0.0}
     for a, b, ta, tb in zip(z_saved[:-1], z_saved[1:], t_saved[:-1], t_saved[1:]):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from ._model import Model, _forward
@@ -87,21 +86,9 @@ def observe(model: Model, net: Network, data, ts, states: State, stats: dict | N
 
     **Returns:** a :class:`Trajectory` with margins, loss and ρ_eq computed at every saved time.
     """
-    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    c = model.compiled(net)
-
-    @jax.vmap
-    def obs(V, rho, rho_k):
-        f = _forward(net, V, x)
-        reg = (
-            jnp.sum(c.regularizer(rho_k, model.lam))
-            if rho_k is not None
-            else c.regularizer(rho, model.lam) * jnp.ones(())
-        )
-        return y * f, jnp.sum(c.loss(rho * f, y)) + reg, c.rho_eq(f, y, model.lam)
-
     rho = jnp.prod(states.rho_k, axis=1) if states.rho_k is not None else states.rho
-    margins, loss, rho_eq = jax.jit(obs)(tuple(states.V), rho, states.rho_k)
+    margins, loss, rho_eq = _observables(model, net, jnp.asarray(data.x), jnp.asarray(data.y), tuple(states.V), rho,
+                                         states.rho_k)
     return Trajectory(
         ts=jnp.asarray(ts, dtype=jnp.float64),
         rho=rho,
@@ -114,10 +101,18 @@ def observe(model: Model, net: Network, data, ts, states: State, stats: dict | N
     )
 
 
+@eqx.filter_jit
+def _observables(model, net, x, y, V, rho, rho_k):
+    c = model.compiled(net)
+
+    def one(V, rho, rho_k):
+        f = _forward(net, V, x)
+        reg = jnp.sum(c.regularizer(rho_k, model.lam)) if rho_k is not None else c.regularizer(rho, model.lam)
+        return y * f, jnp.sum(c.loss(rho * f, y)) + reg * jnp.ones(()), c.rho_eq(f, y, model.lam)
+
+    return jax.vmap(one)(V, rho, rho_k)
+
+
 def stack_states(states: list[State]) -> State:
     """Stack a list of States into one time-stacked State."""
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
-
-
-def _as_numpy(tree):
-    return jax.tree_util.tree_map(np.asarray, tree)

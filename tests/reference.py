@@ -61,7 +61,7 @@ def reference_field(name, lam, V, scales, x, y, activation="relu", loss="square"
             return jnp.sum(ell(rho * jax_forward(V, x, activation), y)) + lam * rho**2
 
         g_rho, g_V = jax.grad(L, argnums=(0, 1))(jnp.asarray(rho), V)
-        return -float(g_rho), [-(g - v * jnp.vdot(v, g)) for v, g in zip(V, g_V)]
+        return -g_rho, [-(g - v * jnp.vdot(v, g)) for v, g in zip(V, g_V)]
     raise ValueError(name)
 
 

@@ -1,0 +1,265 @@
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy as sp
+from scipy.integrate import solve_ivp
+
+import flowsim as fs
+from reference import random_directions, reference_field
+
+warnings.filterwarnings("ignore", message="the initial state is not on average separable")
+
+
+def _aligned(V, data, net):
+    """Flip the last layer so that Σ y f > 0 (on average separable start)."""
+    f = net.forward([jnp.asarray(v) for v in V], jnp.asarray(data.x))
+    if float(jnp.sum(jnp.asarray(data.y) * f)) < 0:
+        V = V[:-1] + [-V[-1]]
+    return V
+
+
+def test_ridge_regression_closed_form():
+    """normalized, one linear layer: the steady state ρV is ridge regression (XᵀX + λI)⁻¹Xᵀy."""
+    data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
+    lam = 0.5
+    X, y = data.x, data.y
+    ridge = np.linalg.solve(X.T @ X + lam * np.eye(5), X.T @ y)
+    net = fs.Network((5, 1), "linear")
+    m = fs.load_model("normalized", lam=lam)
+    v0 = X.T @ y + np.random.default_rng(0).standard_normal(5)
+    s0 = m.state(V=[(v0 / np.linalg.norm(v0))[None, :]], rho=0.1)
+    tr = fs.simulate(m, net, data, s0, t1=1e4, rtol=1e-10, atol=1e-12, steady_state=True, steady_tol=1e-10)
+    assert tr.stats["steady_state"] is True and tr.ts[-1] < 1e4
+    w = float(tr.rho[-1]) * np.asarray(tr.V[0][-1, 0])
+    np.testing.assert_allclose(w, ridge, rtol=1e-7, atol=1e-9)
+    assert float(tr.rho_eq[-1]) == pytest.approx(float(tr.rho[-1]), rel=1e-8)
+
+
+def test_min_norm_interpolant_from_tiny_scale():
+    """unnormalized, one linear layer, N < d, tiny start: converges to pinv(X) y (stiff: V̇ ∝ 1/ρ²)."""
+    data = fs.datasets.gaussian_clusters(n=4, dim=8, seed=1)
+    X, y = data.x, data.y
+    w_star = np.linalg.pinv(X) @ y
+    net = fs.Network((8, 1), "linear")
+    m = fs.load_model("unnormalized", lam=0.0)
+    s0 = m.init(net, key=3, scale=1e-6)
+    tr = fs.simulate(m, net, data, s0, t1=200.0, rtol=1e-9, atol=1e-12)
+    w = float(tr.rho[-1]) * np.asarray(tr.V[0][-1, 0])
+    np.testing.assert_allclose(w, w_star, atol=3e-6)  # the start's null-space part, |W0| = 1e-6, remains
+
+
+def test_saxe_logistic_law_two_layer_linear():
+    """Two-layer linear net, whitened inputs, aligned balanced start: u = ρ obeys u̇ = 4u(c − u)."""
+    rng = np.random.default_rng(2)
+    N, d, h = 12, 4, 3
+    Q, _ = np.linalg.qr(rng.standard_normal((N, d)))  # XᵀX = I
+    y = np.where(rng.standard_normal(N) > 0, 1.0, -1.0)
+    data = fs.Dataset(Q, y)
+    c = np.linalg.norm(Q.T @ y)
+    s = Q.T @ y / c
+    u0 = 1e-3
+    net = fs.Network((d, h, 1), "linear")
+    m = fs.load_model("unnormalized", lam=0.0)
+    V1 = np.zeros((h, d))
+    V1[0] = s
+    V2 = np.zeros((1, h))
+    V2[0, 0] = 1.0
+    s0 = m.state(V=[V1, V2], rho_k=[np.sqrt(u0), np.sqrt(u0)])
+    ts = np.linspace(0, 3.0 / c, 40)
+    tr = fs.simulate(m, net, data, s0, t1=float(ts[-1]), ts=ts, rtol=1e-10, atol=1e-13)
+    law = c / (1 + (c / u0 - 1) * np.exp(-4 * c * ts))
+    np.testing.assert_allclose(np.asarray(tr.rho), law, rtol=1e-7)
+    assert law[-1] > 0.9 * c  # the run covers the whole sigmoid
+
+
+def test_relu_matches_scipy_dop853_on_independent_field():
+    """Small ReLU net crossing kinks transversally (no sliding), raw field: agree with DOP853 at tight
+    tolerance on the W-coordinate autodiff field."""
+    data = fs.datasets.gaussian_clusters(n=10, dim=3, seed=4)
+    net = fs.Network((3, 5, 1))
+    x, yy = jnp.asarray(data.x), jnp.asarray(data.y)
+    V = _aligned(random_directions((3, 5, 1), 4), data, net)
+    scales = np.array([1.2, 0.8])
+    m = fs.load_model("unnormalized", lam=0.05)
+    s0 = m.state(V=V, rho_k=scales)
+    ts = np.linspace(0, 0.2, 11)
+    tr = fs.simulate(m, net, data, s0, t1=0.2, ts=ts, rtol=1e-10, atol=1e-12, smoothing=None, solver="dopri8")
+    assert tr.stats["switches"] > 0
+    smooth = fs.simulate(m, net, data, s0, t1=0.2, ts=ts, rtol=1e-9, atol=1e-12, smoothing=1e-7)  # default BDF
+
+    shapes = [v.shape for v in V]
+    sizes = [int(np.prod(sh)) for sh in shapes]
+
+    def rhs(t, z):
+        W, i = [], 0
+        for sh, n in zip(shapes, sizes):
+            W.append(jnp.asarray(z[i:i + n].reshape(sh)))
+            i += n
+        G = jax.grad(lambda W: jnp.sum((yy - _fwd(W, x)) ** 2) + 0.05 * sum(jnp.sum(w**2) for w in W))(W)
+        return -np.concatenate([np.ravel(np.asarray(g)) for g in G])
+
+    z0 = np.concatenate([np.ravel(r * v) for r, v in zip(scales, V)])
+    ref = solve_ivp(rhs, (0, 0.2), z0, method="DOP853", t_eval=ts, rtol=1e-12, atol=1e-13)
+    W1 = ref.y[: sizes[0]].T.reshape(len(ts), *shapes[0])
+    np.testing.assert_allclose(np.asarray(tr.rho_k[:, 0]), np.linalg.norm(W1, axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(tr.V[0]), W1 / np.linalg.norm(W1, axis=(1, 2))[:, None, None],
+                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(smooth.rho_k[:, 0]), np.linalg.norm(W1, axis=(1, 2)), rtol=1e-5)
+
+
+def _fwd(W, x):
+    return (jnp.maximum(x @ W[0].T, 0.0) @ W[1].T)[:, 0]
+
+
+@pytest.mark.slow
+def test_sliding_case_matches_fine_euler_reference():
+    """A trajectory that slides along switching surfaces for most of its time agrees with hand-written
+    Euler GD on the raw non-smooth gradient at η = 1e-5, which converges to the Filippov solution."""
+    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=1)
+    net = fs.Network((3, 6, 1))
+    m = fs.load_model("normalized", lam=1e-2)
+    s0 = m.init(net, key=0, scale=0.5)
+    T = 3.0
+    tr = fs.simulate(m, net, data, s0, t1=T, ts=[T], smoothing=1e-5, rtol=1e-8, atol=1e-10)
+    assert tr.stats["sliding_time"] > 0.5 * T and tr.stats["switches"] > 0
+    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+
+    def euler(eta):
+        def step(c, _):
+            rho, V = c
+            rd, Vd = reference_field("normalized", 1e-2, V, rho, x, y, "relu")
+            V = [v + eta * d for v, d in zip(V, Vd)]
+            return (rho + eta * rd, [v / jnp.linalg.norm(v) for v in V]), None
+
+        (rho, V), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=int(round(T / eta))))((s0.rho, list(s0.V)))
+        return float(rho), V
+
+    rho_coarse, _ = euler(1e-4)
+    rho_fine, V_fine = euler(1e-5)
+    assert abs(float(tr.rho[-1]) - rho_fine) < 2e-5
+    assert abs(rho_coarse - rho_fine) > 10 * abs(float(tr.rho[-1]) - rho_fine)  # closer than the Euler(1e-4) gap
+    for k in range(2):
+        assert np.max(np.abs(np.asarray(tr.V[k][-1]) - np.asarray(V_fine[k]))) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["unnormalized", "weightnorm"])
+@pytest.mark.parametrize("lam", [0.0, 0.1])
+def test_manifold_and_balance_laws(name, lam):
+    data = fs.datasets.gaussian_clusters(n=16, dim=4, seed=5)
+    net = fs.Network((4, 6, 5, 1))
+    m = fs.load_model(name, lam=lam)
+    V = _aligned(random_directions((4, 6, 5, 1), 6), data, net)
+    s0 = m.state(V=V, rho_k=[0.6, 1.1, 1.4])
+    tr = fs.simulate(m, net, data, s0, t1=5.0)
+    for v in tr.V:
+        np.testing.assert_allclose(np.linalg.norm(np.asarray(v), axis=(1, 2)), 1.0, atol=1e-10)
+    q = np.asarray(tr.rho_k) ** 2
+    q0 = np.asarray(s0.rho_k) ** 2
+    decay = np.exp(-4 * lam * np.asarray(tr.ts))[:, None]
+    want = (q0[1:] - q0[0])[None, :] * decay
+    np.testing.assert_allclose(q[:, 1:] - q[:, :1], want, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(tr.rho), np.prod(np.asarray(tr.rho_k), axis=1), rtol=1e-14)
+    assert tr.stats["max_balance_drift"] < 1e-4  # what projection removed is solver-tolerance sized
+
+
+def test_steady_state_stops_and_records():
+    data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
+    net = fs.Network((5, 1), "linear")
+    m = fs.load_model("normalized", lam=0.1)
+    s0 = m.init(net, key=0, scale=1.0)
+    tr = fs.simulate(m, net, data, s0, t1=1e6, steady_state=True, progress=False)
+    assert tr.stats["steady_state"] is True
+    assert tr.ts[-1] < 1e6 and tr.ts[-1] == tr.stats["t_final"]
+    speed = np.linalg.norm(jax.flatten_util.ravel_pytree(m.vector_field(net, data)(0.0, tr.final))[0])
+    assert speed < 1e-5
+    tr2 = fs.simulate(m, net, data, s0, t1=1.0, steady_state=True, progress=False)
+    assert tr2.stats["steady_state"] is False and tr2.ts[-1] == 1.0
+
+
+def test_step_limit_raises_with_partial_trajectory():
+    data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
+    net = fs.Network((5, 8, 1))
+    m = fs.load_model("normalized", lam=0.01)
+    s0 = m.init(net, key=1, scale=0.5)
+    with pytest.raises(fs.SolveError, match="max_steps = 30") as err:
+        fs.simulate(m, net, data, s0, t1=100.0, max_steps=30)
+    partial = err.value.partial
+    assert isinstance(partial, fs.Trajectory) and 0 < partial.ts[-1] < 100.0
+    assert np.all(np.isfinite(np.asarray(partial.rho)))
+
+
+def test_blow_up_raises_naming_the_time():
+    """A user regime whose weight growth blows up in finite time (ṡ ≈ 4 s³ from s = 1: t* ≈ 1/8)."""
+    regime = fs.Regime("antidecay", "negative quartic decay", True,
+                       lambda s, th: (s * sp.cos(th), s * sp.sin(th)), lambda s, lam: -lam * s**4)
+    m = fs.Model(regime, 1.0)
+    data = fs.datasets.gaussian_clusters(n=6, dim=2, seed=0)
+    net = fs.Network((2, 1), "linear")
+    s0 = m.state(V=[np.array([[0.6, 0.8]])], rho_k=[1.0])
+    with pytest.raises(fs.SolveError, match=r"t = 0\.1[0-9]*") as err:
+        fs.simulate(m, net, data, s0, t1=1.0)
+    partial = err.value.partial
+    assert float(partial.ts[-1]) < 0.2 and float(partial.rho[-1]) > 1e3
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"t1": 0.0}, "t1"),
+        ({"t1": float("nan")}, "t1"),
+        ({"t1": 1.0, "ts": [0.0, 2.0]}, "ts"),
+        ({"t1": 1.0, "ts": [0.5, 0.2]}, "ts"),
+        ({"t1": 1.0, "rtol": 0.0}, "rtol"),
+        ({"t1": 1.0, "atol": -1.0}, "atol"),
+        ({"t1": 1.0, "solver": "euler"}, "solver"),
+        ({"t1": 1.0, "max_steps": 0}, "max_steps"),
+    ],
+)
+def test_bad_arguments(kwargs, argument):
+    data = fs.datasets.gaussian_clusters(n=6, dim=3, seed=0)
+    net = fs.Network((3, 4, 1))
+    m = fs.load_model("normalized")
+    s0 = m.init(net, 0)
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        fs.simulate(m, net, data, s0, **kwargs)
+
+
+def test_state_must_match_network_and_model():
+    data = fs.datasets.gaussian_clusters(n=6, dim=3, seed=0)
+    net = fs.Network((3, 4, 1))
+    m = fs.load_model("normalized")
+    other = m.init(fs.Network((3, 5, 1)), 0)
+    with pytest.raises(ValueError, match="shape"):
+        fs.simulate(m, net, data, other, t1=1.0)
+    with pytest.raises(ValueError, match="per-layer"):
+        fs.simulate(m, net, data, fs.load_model("unnormalized").init(net, 0), t1=1.0)
+
+
+def test_not_separable_start_warns():
+    data = fs.datasets.gaussian_clusters(n=10, dim=3, seed=0)
+    net = fs.Network((3, 1), "linear")
+    m = fs.load_model("normalized", lam=0.1)
+    w = -(data.x.T @ data.y)
+    s0 = m.state(V=[(w / np.linalg.norm(w))[None, :]], rho=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fs.simulate(m, net, data, s0, t1=0.1)
+    assert any("not on average separable" in str(w.message) for w in caught)
+
+
+@pytest.mark.slow
+def test_stall_case_explicit_stalls_auto_finishes():
+    """design.md's stall: Tsit5 on the raw field grinds; the default solver gets far beyond it."""
+    data = fs.datasets.gaussian_clusters(n=40, dim=5, seed=0)
+    net = fs.Network((5, 16, 16, 1))
+    m = fs.load_model("normalized", lam=1e-2)
+    s0 = m.init(net, key=0, scale=0.1)
+    with pytest.raises(fs.SolveError, match="max_steps") as err:
+        fs.simulate(m, net, data, s0, t1=2.0, solver="tsit5", smoothing=None, rtol=1e-7, max_steps=20000)
+    st = err.value.partial.stats
+    assert st["rejected_steps"] > 0.3 * (st["accepted_steps"] + st["rejected_steps"]) and st["t_final"] < 1.0
+    tr = fs.simulate(m, net, data, s0, t1=50.0, progress=False)
+    assert tr.stats["accepted_steps"] < 20000 and tr.stats["sliding_time"] > 0
