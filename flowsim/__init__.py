@@ -11,6 +11,7 @@ jax.config.update("jax_enable_x64", True)
 from . import datasets  # noqa: E402
 from ._data import Dataset  # noqa: E402
 from ._integrate import simulate  # noqa: E402
+from ._sweep import SweepResult, load, sweep  # noqa: E402
 from ._errors import FlowsimError, InputError, ResultFileError, SolveError  # noqa: E402
 from ._model import Model, available_models, load_model  # noqa: E402
 from ._network import Network  # noqa: E402
@@ -36,5 +37,8 @@ __all__ = [
     "datasets",
     "load_model",
     "simulate",
+    "sweep",
+    "load",
+    "SweepResult",
     "plot",
 ]

@@ -100,7 +100,7 @@ class _Flat:
     def __init__(self, model: Model, net: Network, data: Dataset, state: State, eps: float | None):
         self.z0, self.unravel = ravel_pytree(state)
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-        self.F_raw = lambda z: ravel_pytree(field(model, net, x, y, self.unravel(z), eps))[0]
+        self.model, self.net, self.x, self.y = model, net, x, y
         self.F = lambda z: _flat_field(model, net, x, y, z, eps)
         self.J = lambda z: _flat_jacobian(model, net, x, y, z, eps)
         self.pre = lambda z: _flat_preacts(model, net, x, z)
@@ -377,29 +377,40 @@ def diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state=Fal
         max_steps=max_steps,
         event=event,
         throw=False,
-        progress_meter=progress_meter or dfx.NoProgressMeter(),
+        progress_meter=progress_meter if progress_meter is not None else dfx.NoProgressMeter(),
     )
 
 
+@eqx.filter_jit
+def _diffrax_run(model, net, x, y, z0, ts, t1, rtol, atol, solver, max_steps, steady_state, steady_tol, eps,
+                 meter):
+    # A module-level compiled solve: repeated simulate calls on one problem reuse it (λ and t1 are traced).
+    def F(z):
+        return ravel_pytree(field(model, net, x, y, unraveler(model, net)(z), eps))[0]
+
+    return diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state, steady_tol, meter)
+
+
 def _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress, max_steps, eps):
-    meter = dfx.TqdmProgressMeter() if progress else None
-    sol = jax.jit(
-        lambda z0: diffrax_solve(flat.F_raw, z0, t1, ts, rtol, atol, solver, max_steps, steady_state, steady_tol,
-                                 meter)
-    )(flat.z0)
+    meter = dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter()
+    sol = _diffrax_run(flat.model, flat.net, flat.x, flat.y, flat.z0, jnp.asarray(ts), jnp.asarray(t1), rtol, atol,
+                       solver, max_steps, steady_state, steady_tol, eps, meter)
     ys = np.asarray(sol.ys)
     t_all = np.concatenate([ts, [float(sol.ts[-1])]])
-    t_end = float(sol.ts[-1])
-    keep = np.isfinite(ys).all(axis=1) & (t_all <= t_end)
-    keep[-1] = keep[-1] and not (t_end == ts[-1])  # t1 already saved through ts
+    keep = np.isfinite(ys).all(axis=1) & np.isfinite(t_all)
+    if keep[-1]:
+        keep[:-1] &= ts <= t_all[-1]  # saves past a steady-state stop are not reached
+        keep[-1] = not np.any(ts == t_all[-1])  # the end time is saved once
     t_saved, z_saved = t_all[keep], ys[keep]
+    # after a failure diffrax reports no end time: the last finite save is where the solve is known to have got
+    t_end = float(t_saved[-1]) if len(t_saved) else 0.0
     stats = {"steady_state": bool(steady_state and sol.result == dfx.RESULTS.event_occurred),
              "failure": None}
     if sol.result == dfx.RESULTS.max_steps_reached:
-        stats["failure"] = (f"reached max_steps = {max_steps} at t = {t_saved[-1] if len(t_saved) else 0:.6g} of "
+        stats["failure"] = (f"reached max_steps = {max_steps} past t = {t_end:.6g} of "
                             f"t1 = {t1:g}; raise max_steps, loosen rtol/atol, or use solver='bdf'")
     elif sol.result not in (dfx.RESULTS.successful, dfx.RESULTS.event_occurred):
-        stats["failure"] = f"diffrax stopped: {sol.result} (last saved t = {t_saved[-1] if len(t_saved) else 0:.6g})"
+        stats["failure"] = f"diffrax stopped: {sol.result} (last saved t = {t_end:.6g})"
     acc = {"switches": 0, "sliding_time": 0.0}
     for a, b, ta, tb in zip(z_saved[:-1], z_saved[1:], t_saved[:-1], t_saved[1:]):
         _switch_stats(flat, a, b, tb - ta, eps, acc)
