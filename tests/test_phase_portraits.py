@@ -107,6 +107,26 @@ def test_angle_equilibrium_is_ridge_optimum_and_stable(lam, angle_data):
     assert red.continua() == ()
 
 
+def test_angle_lambda0_interpolable_data_is_a_continuum():
+    # x_n = y_n u: every (ρ, θ) with ρ u·V(θ) = 1 interpolates, so at λ = 0 the equilibria form a curve
+    data = fplot.interpolable_data()
+    red = fplot.reduced_model(fs.load_model("normalized", lam=0.0), data)
+    (cont,) = red.continua()
+    assert cont.method == "numeric" and cont.kind == "degenerate" and cont.transverse == "attracting"
+    u = data.x[0]
+    rho, th = cont.samples[:, 0], cont.samples[:, 1]
+    np.testing.assert_allclose(rho * (u[0] * np.cos(th) + u[1] * np.sin(th)), 1.0, rtol=1e-9)
+    assert len(cont.samples) >= 50
+    assert all(q.point[0] == 0.0 and q.kind == "saddle" for q in red.equilibria())
+    # with weight decay the continuum collapses to the ridge point
+    red = fplot.reduced_model(fs.load_model("normalized", lam=0.5), data)
+    assert red.continua() == ()
+    (q,) = [q for q in red.equilibria() if q.point[0] > 0]
+    ridge = np.linalg.solve(data.x.T @ data.x + 0.5 * np.eye(2), data.x.T @ data.y)
+    np.testing.assert_allclose(q.point[0] * np.array([np.cos(q.point[1]), np.sin(q.point[1])]), ridge, rtol=1e-9)
+    assert q.kind == "stable node"
+
+
 def test_angle_nullclines_are_symbolic_and_match_rho_eq(angle_data):
     lam = 2.5
     model = fs.load_model("normalized", lam=lam)
@@ -232,7 +252,7 @@ needs_simulate = pytest.mark.skipif(not hasattr(fs, "simulate"), reason="fs.simu
 def test_deep_portrait_linear_net(tmp_path):
     data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
     net = fs.Network((3, 4, 1), activation="linear")
-    fig = fplot.deep_portrait(fs.load_model("normalized", lam=0.05), net, data, scales=(0.2, 2.0), seeds=(0,),
+    fig = fplot.deep_portrait(fs.load_model("normalized", lam=0.05), net, data, scales=(0.2, 2.0), seeds=(1,),
                               t1=5.0, n_save=40)
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
@@ -243,7 +263,7 @@ def test_deep_portrait_linear_net(tmp_path):
 
 @pytest.mark.slow
 def test_save_all_writes_pngs(tmp_path):
-    paths = fplot.save_all(tmp_path, quick=True, dpi=50, deep=hasattr(fs, "simulate"))
+    paths = fplot.save_all(tmp_path, quick=True, dpi=50, deep=False)  # deep_portrait is tested above
     names = {p.name for p in paths}
     assert {"phase_normalized.png", "phase_unnormalized.png"} <= names
     for p in paths:
