@@ -18,18 +18,18 @@ import time
 
 import diffrax as dfx
 import equinox as eqx
-from threadpoolctl import threadpool_limits
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from threadpoolctl import threadpool_limits
 
 from ._data import Dataset
 from ._errors import SolveError, fail
 from ._model import Model, _forward, check_problem, check_state, field
 from ._network import Network
 from ._state import State
-from ._trajectory import Trajectory, observe, stack_states
+from ._trajectory import Trajectory, observe
 
 SCIPY_SOLVERS = {"bdf": "BDF", "lsoda": "LSODA", "radau": "Radau"}
 DIFFRAX_SOLVERS = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
@@ -61,6 +61,31 @@ def check_times(t1, ts):
     if arr.size > 1 and np.any(np.diff(arr) <= 0):
         raise fail("ts", ts, "strictly increasing save times")
     return t1, arr
+
+
+def check_solve(model, net, data, t1, ts, rtol, atol, solver, solvers, max_steps, smoothing):
+    """Validate what every solve takes (before any tracing).
+
+    **Returns:** ``(t1, ts, rtol, atol, eps)`` with `ts` defaulted to :func:`default_ts` and `eps` the
+    smoothing width (``None`` for the raw field).
+    """
+    if not isinstance(model, Model):
+        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
+    check_problem(net, data)
+    t1, ts = check_times(t1, ts)
+    rtol = _number("rtol", rtol, "a tolerance > 0", lambda v: v > 0)
+    atol = _number("atol", atol, "a tolerance > 0", lambda v: v > 0)
+    if not isinstance(solver, str) or solver not in solvers:
+        raise fail("solver", solver, f"one of {tuple(solvers)}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise fail("max_steps", max_steps, "an integer >= 1")
+    if isinstance(smoothing, str) and smoothing == "auto":
+        eps = DEFAULT_SMOOTHING if net.activation == "relu" else None
+    elif smoothing is None or (not isinstance(smoothing, str) and smoothing == 0):
+        eps = None
+    else:
+        eps = _number("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
+    return t1, default_ts(t1) if ts is None else ts, rtol, atol, eps
 
 
 def default_ts(t1: float, n: int = 200) -> np.ndarray:
@@ -201,28 +226,11 @@ def simulate(
     **Raises:** :class:`flowsim.SolveError` (with ``.partial``, the trajectory up to the failure) on a
     failed step, non-finite values or the step limit; :class:`flowsim.InputError` on bad arguments.
     """
-    if not isinstance(model, Model):
-        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
-    check_problem(net, data)
+    t1, ts, rtol, atol, eps = check_solve(model, net, data, t1, ts, rtol, atol, solver, SOLVERS, max_steps, smoothing)
     check_state(model, net, state)
-    t1, ts = check_times(t1, ts)
-    rtol = _number("rtol", rtol, "a tolerance > 0", lambda v: v > 0)
-    atol = _number("atol", atol, "a tolerance > 0", lambda v: v > 0)
     steady_tol = _number("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
-    if not isinstance(solver, str) or solver not in SOLVERS:
-        raise fail("solver", solver, f"one of {SOLVERS}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise fail("max_steps", max_steps, "an integer >= 1")
-    if smoothing == "auto":
-        eps = DEFAULT_SMOOTHING if net.activation == "relu" else None
-    elif smoothing is None or smoothing == 0:
-        eps = None
-    else:
-        eps = _number("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
     if progress is None:
         progress = t1 > 100
-    if ts is None:
-        ts = default_ts(t1)
     solver = "bdf" if solver == "auto" else solver
     _warn_if_not_separable(model, net, data, state)
 

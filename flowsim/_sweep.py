@@ -28,15 +28,8 @@ from jax.flatten_util import ravel_pytree
 
 from ._data import Dataset
 from ._errors import ResultFileError, fail
-from ._integrate import (
-    DEFAULT_SMOOTHING,
-    DIFFRAX_SOLVERS,
-    _number,
-    check_times,
-    default_ts,
-    diffrax_solve,
-)
-from ._model import Model, _check_lam, check_problem, check_state, field
+from ._integrate import DIFFRAX_SOLVERS, check_solve, diffrax_solve
+from ._model import Model, _check_lam, check_state, field
 from ._network import Network
 from ._state import State
 from ._trajectory import Trajectory
@@ -386,24 +379,9 @@ def sweep(
     """
     import xarray as xr
 
-    if not isinstance(model, Model):
-        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
-    check_problem(net, data)
-    t1, ts = check_times(t1, ts)
-    rtol = _number("rtol", rtol, "a tolerance > 0", lambda v: v > 0)
-    atol = _number("atol", atol, "a tolerance > 0", lambda v: v > 0)
-    if not isinstance(solver, str) or solver not in DIFFRAX_SOLVERS:
-        raise fail("solver", solver, f"a diffrax solver, one of {tuple(DIFFRAX_SOLVERS)}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise fail("max_steps", max_steps, "an integer >= 1")
-    if smoothing == "auto":
-        eps = DEFAULT_SMOOTHING if net.activation == "relu" else None
-    elif smoothing is None or smoothing == 0:
-        eps = None
-    else:
-        eps = _number("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
-    if ts is None:
-        ts = default_ts(t1)
+    # a sweep vmaps a diffrax solve, so only the diffrax solvers apply
+    t1, ts, rtol, atol, eps = check_solve(model, net, data, t1, ts, rtol, atol, solver, DIFFRAX_SOLVERS, max_steps,
+                                          smoothing)
     z0s, unravel, s_first = _stack_members(model, net, states)
     n_states = z0s.shape[0]
     lams = np.array([float(model.lam)]) if lam is None else np.asarray(

@@ -111,8 +111,3 @@ def _observables(model, net, x, y, V, rho, rho_k):
         return y * f, jnp.sum(c.loss(rho * f, y)) + reg * jnp.ones(()), c.rho_eq(f, y, model.lam)
 
     return jax.vmap(one)(V, rho, rho_k)
-
-
-def stack_states(states: list[State]) -> State:
-    """Stack a list of States into one time-stacked State."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -59,7 +61,7 @@ def test_members_equal_single_runs_lambda_sweep(linear_sweep):
 def test_per_layer_members_equal_single_runs_and_stacked_states():
     data, net, model, states = _problem(name="unnormalized")
     ts = np.linspace(0.0, 3.0, 7)  # stops before t1: the state at t1 is saved too, as in simulate
-    stacked = fs._trajectory.stack_states(states)
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
     res = fs.sweep(model, net, data, stacked, 4.0, ts)
     assert res.ds.sizes["time"] == 8 and "rho_k" in res.ds
     traj = fs.simulate(model, net, data, states[2], 4.0, ts, solver="tsit5")
