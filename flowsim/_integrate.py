@@ -235,6 +235,12 @@ def simulate(
     _warn_if_not_separable(model, net, data, state)
 
     flat = _Flat(model, net, data, state, eps)
+    f0 = np.asarray(flat.F(flat.z0))
+    if not np.all(np.isfinite(f0)):
+        partial = _trajectory(model, net, data, state, flat, np.array([0.0]), np.asarray(flat.z0)[None],
+                              {"solver": solver, "failure": "non-finite field at t = 0"})
+        raise SolveError(f"non-finite vector field at t = 0 (first bad coordinate {int(np.argmax(~np.isfinite(f0)))});"
+                         " reduce the initial scale", partial=partial)
     started = time.perf_counter()
     if solver in SCIPY_SOLVERS:
         t_saved, z_saved, stats = _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress,
@@ -316,7 +322,12 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
         try:
             while integ.status == "running":
                 t_old, z_old = integ.t, integ.y.copy()
-                message = integ.step()
+                try:
+                    message = integ.step()
+                except (ValueError, np.linalg.LinAlgError) as err:  # scipy's LU rejects non-finite Jacobians
+                    stats["failure"] = (f"non-finite values in the step from t = {t_old:.6g} ({err}); "
+                                        "reduce the initial scale or the tolerances")
+                    break
                 if integ.status == "failed":
                     stats["failure"] = f"step failed at t = {t_old:.6g}: {message}"
                     break
@@ -414,7 +425,10 @@ def _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, p
     t_end = float(t_saved[-1]) if len(t_saved) else 0.0
     stats = {"steady_state": bool(steady_state and sol.result == dfx.RESULTS.event_occurred),
              "failure": None}
-    if sol.result == dfx.RESULTS.max_steps_reached:
+    last_bad = len(z_saved) and not np.all(np.isfinite(np.asarray(flat.F(jnp.asarray(z_saved[-1])))))
+    if sol.result == dfx.RESULTS.max_steps_reached and last_bad:
+        stats["failure"] = f"non-finite vector field after t = {t_end:.6g}; reduce the initial scale or the tolerances"
+    elif sol.result == dfx.RESULTS.max_steps_reached:
         stats["failure"] = (f"reached max_steps = {max_steps} past t = {t_end:.6g} of "
                             f"t1 = {t1:g}; raise max_steps, loosen rtol/atol, or use solver='bdf'")
     elif sol.result not in (dfx.RESULTS.successful, dfx.RESULTS.event_occurred):

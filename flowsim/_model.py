@@ -408,3 +408,10 @@ def check_state(model: Model, net: Network, state: State, name: str = "state") -
     norms = np.array([float(jnp.linalg.norm(v)) for v in state.V])
     if not np.all(np.isfinite(norms)) or np.max(np.abs(norms - 1)) > 1e-8:
         raise fail(f"{name}.V", f"norms {norms.tolist()}", "unit Frobenius norm for every layer (to 1e-8)")
+    field_name, scales = (f"{name}.rho_k", state.rho_k) if model.per_layer else (f"{name}.rho", state.rho)
+    scales = np.asarray(scales, dtype=np.float64)
+    shape = (net.depth,) if model.per_layer else ()
+    if scales.shape != shape:
+        raise fail(field_name, f"shape {scales.shape}", f"shape {shape} to match the network")
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        raise fail(field_name, scales.tolist(), "finite scales > 0 (as model.state requires)")
