@@ -17,6 +17,8 @@ from ._model import Model, available_models, load_model  # noqa: E402
 from ._network import Network  # noqa: E402
 from ._state import State  # noqa: E402
 from ._trajectory import Trajectory  # noqa: E402
+from ._sgd import sgd  # noqa: E402
+from ._compare import Comparison, ConvergenceOrder, compare, convergence_order  # noqa: E402
 from ._symbolic import Regime  # noqa: E402
 from . import plot  # noqa: E402
 
@@ -41,4 +43,9 @@ __all__ = [
     "load",
     "SweepResult",
     "plot",
+    "sgd",
+    "compare",
+    "convergence_order",
+    "Comparison",
+    "ConvergenceOrder",
 ]
