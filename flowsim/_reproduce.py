@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import flowsim as fs  # noqa: E402
 from ._errors import InputError  # noqa: E402
+from ._sgd import stable_rank  # noqa: E402
 
 VERDICTS = ("holds", "partly", "fails")
 
@@ -398,41 +399,6 @@ def exp_critical(quick: bool, out: Path) -> Result:
 
 # ---- 9. SGD fluctuation and stable rank vs batch size --------------------------------------------------------
 
-def _stable_rank(W):
-    s = np.linalg.svd(np.asarray(W), compute_uv=False)
-    return float(np.sum(s**2) / s[0] ** 2)
-
-
-def _handwritten_sgd(lam, net, data, W0, lr, steps, batch, seed, record_every):
-    """Minibatch SGD on the weights of the plain (unnormalized) net: ``N/|B| Σ_B (y − f)² + λ Σ ‖W_k‖²``."""
-    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    N = data.n
-
-    def loss(W, idx):
-        f = net._forward(W, x[idx])
-        return N / idx.shape[0] * jnp.sum((y[idx] - f) ** 2) + lam * sum(jnp.sum(w * w) for w in W)
-
-    grad = jax.grad(loss)
-
-    @jax.jit
-    def chunk(W, key):
-        def step(W, k):
-            idx = jax.random.permutation(k, N)[:batch]
-            g = grad(W, idx)
-            return tuple(w - lr * gw for w, gw in zip(W, g)), None
-
-        W, _ = jax.lax.scan(step, W, jax.random.split(key, record_every))
-        return W
-
-    key = jax.random.PRNGKey(seed)
-    Ws, W = [W0], W0
-    for _ in range(steps // record_every):
-        key, sub = jax.random.split(key)
-        W = chunk(W, sub)
-        Ws.append(W)
-    return Ws
-
-
 def exp_sgd(quick: bool, out: Path) -> Result:
     lam = 5e-2
     data = _clusters(quick, n=32 if quick else 64)
@@ -443,34 +409,16 @@ def exp_sgd(quick: bool, out: Path) -> Result:
     steps = 40000 if quick else 200000
     rec = 200
     batches = (2, 8, data.n) if quick else (1, 4, 16, data.n)
-    sgd = getattr(fs, "sgd", None)
-    if sgd is None:
-        try:
-            from ._sgd import sgd
-        except Exception:  # pragma: no cover - depends on the other module being present
-            sgd = None
-    stats, used = {}, set()
+    stats = {}
     for b in batches:
-        ts, rho, W1 = None, None, None
-        if sgd is not None:
-            try:
-                tr = sgd(model, net, data, s0, lr=lr, steps=steps, batch_size=None if b == data.n else b, seed=0,
-                         record_every=rec)
-                ts, rho = np.asarray(tr.ts), np.asarray(tr.rho)
-                W1 = np.asarray(tr.rho_k[-1, 0] * tr.V[0][-1])
-                used.add("flowsim sgd")
-            except Exception:
-                ts = None
-        if ts is None:
-            Ws = _handwritten_sgd(lam, net, data, s0.weights(), lr, steps, b, 0, rec)
-            ts = lr * rec * np.arange(len(Ws))
-            rho = np.array([float(np.prod([np.linalg.norm(w) for w in W])) for W in Ws])
-            W1 = np.asarray(Ws[-1][0])
-            used.add("hand-written SGD")
+        tr = fs.sgd(model, net, data, s0, lr=lr, steps=steps, batch_size=None if b == data.n else b, seed=0,
+                    record_every=rec)
+        ts, rho = np.asarray(tr.ts), np.asarray(tr.rho)
+        W1 = np.asarray(tr.rho_k[-1, 0] * tr.V[0][-1])
         late = ts >= ts[-1] / 2
         trend = np.polyval(np.polyfit(ts[late], rho[late], 2), ts[late])
         fluct = float(np.std(rho[late] - trend) / np.mean(rho[late]))  # detrended: noise, not the slow decay
-        stats[b] = (ts, rho, fluct, _stable_rank(W1))
+        stats[b] = (ts, rho, fluct, float(stable_rank(W1)))
     small, fullb = batches[0], batches[-1]
     f_ratio = stats[small][2] / max(stats[fullb][2], 1e-15)
     sr_small, sr_full = stats[small][3], stats[fullb][3]
@@ -487,7 +435,7 @@ def exp_sgd(quick: bool, out: Path) -> Result:
     return Result(
         "sgd", "SGD+WD, small batches: persistent fluctuation and lower-rank weights than full-batch GD",
         f"late detrended std(ρ)/mean(ρ): batch {small} → {stats[small][2]:.2e}, full → {stats[fullb][2]:.2e}; "
-        f"stable rank W_1: {sr_small:.2f} vs {sr_full:.2f} ({', '.join(sorted(used))})",
+        f"stable rank W_1: {sr_small:.2f} vs {sr_full:.2f}",
         "fluctuation ratio ≫ 1, rank small < full (holds: ratio>10 and rank lower by >2%; partly: one of them)",
         grade(f_ratio > 10 and lower_rank, f_ratio > 10 or lower_rank), fig_name, f_ratio)
 
