@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from jaxtyping import Float
 
-from ._errors import fail
+from ._errors import check_real, fail
 from ._trajectory import Trajectory
 
 METRICS = ("weights", "directions", "rho", "rho_k", "margins", "loss", "rho_eq")
@@ -82,8 +81,7 @@ def compare(flow: Trajectory, run: Trajectory, rtol: float = 1e-9) -> Comparison
     """
     _check_trajectory("flow", flow)
     _check_trajectory("run", run)
-    if not (isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and math.isfinite(rtol) and rtol >= 0):
-        raise fail("rtol", rtol, "a finite number >= 0")
+    check_real("rtol", rtol, "a finite number >= 0", lambda v: v >= 0)
     if len(flow.V) != len(run.V) or any(a.shape[1:] != b.shape[1:] for a, b in zip(flow.V, run.V)):
         raise fail(
             "run",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 
 class FlowsimError(ValueError):
@@ -35,3 +38,20 @@ def fail(argument: str, value: Any, expected: str) -> InputError:
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return InputError(f"argument `{argument}`: got {shown}; expected {expected}.")
+
+
+def check_real(argument: str, value: Any, expected: str, ok=lambda v: True) -> float:
+    """`value` as a finite float satisfying `ok`, else an :class:`InputError` (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise fail(argument, value, expected)
+    value = float(value)
+    if not (math.isfinite(value) and ok(value)):
+        raise fail(argument, value, expected)
+    return value
+
+
+def check_int(argument: str, value: Any, expected: str, ok=lambda v: True) -> int:
+    """`value` as an int satisfying `ok`, else an :class:`InputError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not ok(int(value)):
+        raise fail(argument, value, expected)
+    return int(value)

@@ -25,8 +25,8 @@ from jax.flatten_util import ravel_pytree
 from threadpoolctl import threadpool_limits
 
 from ._data import Dataset
-from ._errors import SolveError, fail
-from ._model import Model, _forward, check_problem, check_state, field
+from ._errors import SolveError, check_int, check_real, fail
+from ._model import Model, check_problem, check_state, field
 from ._network import Network
 from ._state import State
 from ._trajectory import Trajectory, observe
@@ -37,18 +37,9 @@ SOLVERS = ("auto", *SCIPY_SOLVERS, *DIFFRAX_SOLVERS)
 DEFAULT_SMOOTHING = 1e-5  # measured: 1e-4 can follow a different sliding path (8% off at t = 2 on the stall case)
 
 
-def _number(name, value, expected, ok):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise fail(name, value, expected)
-    value = float(value)
-    if not (math.isfinite(value) and ok(value)):
-        raise fail(name, value, expected)
-    return value
-
-
 def check_times(t1, ts):
     """Validate `t1` and `ts`; return ``(t1, ts as float64 numpy array or None)``."""
-    t1 = _number("t1", t1, "a finite end time > 0", lambda v: v > 0)
+    t1 = check_real("t1", t1, "a finite end time > 0", lambda v: v > 0)
     if ts is None:
         return t1, None
     arr = np.asarray(ts, dtype=np.float64)
@@ -73,18 +64,17 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, solvers, max_steps
         raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
     check_problem(net, data)
     t1, ts = check_times(t1, ts)
-    rtol = _number("rtol", rtol, "a tolerance > 0", lambda v: v > 0)
-    atol = _number("atol", atol, "a tolerance > 0", lambda v: v > 0)
+    rtol = check_real("rtol", rtol, "a tolerance > 0", lambda v: v > 0)
+    atol = check_real("atol", atol, "a tolerance > 0", lambda v: v > 0)
     if not isinstance(solver, str) or solver not in solvers:
         raise fail("solver", solver, f"one of {tuple(solvers)}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise fail("max_steps", max_steps, "an integer >= 1")
+    check_int("max_steps", max_steps, "an integer >= 1", lambda v: v >= 1)
     if isinstance(smoothing, str) and smoothing == "auto":
         eps = DEFAULT_SMOOTHING if net.activation == "relu" else None
     elif smoothing is None or (not isinstance(smoothing, str) and smoothing == 0):
         eps = None
     else:
-        eps = _number("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
+        eps = check_real("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
     return t1, default_ts(t1) if ts is None else ts, rtol, atol, eps
 
 
@@ -132,35 +122,42 @@ class _Flat:
 
 
 def _preacts(net: Network, V, x):
-    zs, a = [], x
-    for Vk in tuple(V)[:-1]:
-        z = a @ Vk.T
-        zs.append(z.ravel())
-        a = jnp.maximum(z, 0.0) if net.activation == "relu" else z
-    return jnp.concatenate(zs) if zs else jnp.zeros((0,))
+    zs = net.preactivations(V, x)
+    return jnp.concatenate([z.ravel() for z in zs]) if zs else jnp.zeros((0,))
 
 
-def project(model: Model, states: State, balance0=None, rate: float = 0.0, ts=None) -> tuple[State, dict]:
-    """Put time-stacked states back on their manifolds; return them and the deviations removed.
+def project_states(states: State, balance0=None, rate=0.0, ts=None, enforce_balance: bool = True):
+    """Put time-stacked states back on their manifolds (traceable; shared by simulate and sweep).
 
     Directions are scaled to unit norm with the norms folded into the scales (the network function is
-    unchanged, by homogeneity). For per-layer models the scales are then put on the layer-balance
-    manifold ``ρ_k² − ρ_1² = (ρ_k(0)² − ρ_1(0)²) e^{c t}`` derived symbolically, keeping ``Σ_k ρ_k²``.
+    unchanged, by homogeneity). For per-layer models with a layer-balance law (`balance0` = ρ_k(0)², `rate`
+    = the derived c) the deviation from ``ρ_k² − ρ_1² = (ρ_k(0)² − ρ_1(0)²) e^{c t}`` is measured, and
+    with `enforce_balance` the scales are put on that manifold, keeping ``Σ_k ρ_k²``.
+
+    **Returns:** ``(states, norm_drift, balance_drift)``; the drifts are maxima over time (0 if not defined).
     """
     norms = jnp.stack([jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=1) for v in states.V], axis=1)
     V = tuple(v / n[:, None, None] for v, n in zip(states.V, norms.T))
-    dev = {"max_norm_drift": float(jnp.max(jnp.abs(norms - 1.0)))}
+    norm_drift = jnp.max(jnp.abs(norms - 1.0))
     if states.rho_k is None:
-        rho = states.rho * jnp.prod(norms, axis=1)
-        return State(V, rho, None), dev
+        return State(V, states.rho * jnp.prod(norms, axis=1), None), norm_drift, jnp.zeros(())
     rk = states.rho_k * norms
-    sq = rk**2
+    balance_drift = jnp.zeros(())
     if balance0 is not None and rk.shape[1] > 1:
+        sq = rk**2
         c = (balance0 - jnp.mean(balance0))[None, :] * jnp.exp(rate * jnp.asarray(ts))[:, None]
         target = jnp.mean(sq, axis=1, keepdims=True) + c
-        dev["max_balance_drift"] = float(jnp.max(jnp.abs(sq - target) / jnp.max(sq, axis=1, keepdims=True)))
-        rk = jnp.sqrt(jnp.maximum(target, 0.0))
-    return State(V, jnp.prod(rk, axis=1), rk), dev
+        balance_drift = jnp.max(jnp.abs(sq - target) / jnp.max(sq, axis=1, keepdims=True))
+        if enforce_balance:
+            rk = jnp.sqrt(jnp.maximum(target, 0.0))
+    return State(V, jnp.prod(rk, axis=1), rk), norm_drift, balance_drift
+
+
+def balance_law(model: Model, rho_k0):
+    """``(ρ_k(0)², c)`` of the derived layer-balance law, or ``(None, 0.0)`` where the model has none."""
+    if rho_k0 is None or not model.per_layer or model.derivation.invariant is None:
+        return None, 0.0
+    return rho_k0**2, model.invariant_rate()
 
 
 @contextlib.contextmanager
@@ -197,6 +194,7 @@ def simulate(
     smoothing: float | None | str = "auto",
     max_steps: int = 200_000,
     steady_tol: float = 1e-6,
+    enforce_balance: bool = True,
 ) -> Trajectory:
     """Integrate the flow of `model` from `state` over ``[0, t1]``.
 
@@ -217,6 +215,9 @@ def simulate(
       networks, none for linear ones; ``None`` or 0: the raw, non-smooth field).
     - `max_steps`: step limit; reaching it raises :class:`flowsim.SolveError`.
     - `steady_tol`: tolerance of the steady-state test.
+    - `enforce_balance`: put per-layer scales on the symbolically derived layer-balance manifold at the
+      save times (the solver's own deviation is reported as ``stats["max_balance_drift"]`` either way);
+      ``False`` returns the scales as integrated, to measure the balance law rather than impose it.
 
     **Returns:** a :class:`flowsim.Trajectory`. Its ``stats`` hold the solver, accepted and rejected
     steps, field and Jacobian evaluations, activation switches, sliding time (time with some
@@ -228,7 +229,7 @@ def simulate(
     """
     t1, ts, rtol, atol, eps = check_solve(model, net, data, t1, ts, rtol, atol, solver, SOLVERS, max_steps, smoothing)
     check_state(model, net, state)
-    steady_tol = _number("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
+    steady_tol = check_real("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
     if progress is None:
         progress = t1 > 100
     solver = "bdf" if solver == "auto" else solver
@@ -249,26 +250,26 @@ def simulate(
         t_saved, z_saved, stats = _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol,
                                                  progress, max_steps, eps)
     stats.update(solver=solver, smoothing=eps, rtol=rtol, atol=atol, wall_time=time.perf_counter() - started)
-    traj = _trajectory(model, net, data, state, flat, t_saved, z_saved, stats)
+    traj = _trajectory(model, net, data, state, flat, t_saved, z_saved, stats, enforce_balance)
     if stats.get("failure"):
         raise SolveError(stats["failure"], partial=traj)
     return traj
 
 
-def _trajectory(model, net, data, state, flat, t_saved, z_saved, stats) -> Trajectory:
+def _trajectory(model, net, data, state, flat, t_saved, z_saved, stats, enforce_balance=True) -> Trajectory:
     states = jax.vmap(flat.unravel)(jnp.asarray(np.asarray(z_saved).reshape(len(t_saved), -1)))
-    has_law = model.per_layer and model.derivation.invariant is not None
-    balance0 = state.rho_k**2 if has_law else None
-    rate = model.invariant_rate() if has_law else 0.0
-    states, dev = project(model, states, balance0, rate, t_saved)
-    stats.update(dev)
+    balance0, rate = balance_law(model, state.rho_k)
+    states, norm_drift, balance_drift = project_states(states, balance0, rate, t_saved, enforce_balance)
+    stats.update(max_norm_drift=float(norm_drift), balance_enforced=bool(balance0 is not None and enforce_balance))
+    if balance0 is not None:
+        stats["max_balance_drift"] = float(balance_drift)
     return observe(model, net, data, np.asarray(t_saved), states, stats)
 
 
 def _warn_if_not_separable(model, net, data, state):
     import warnings
 
-    f = _forward(net, state.V, jnp.asarray(data.x))
+    f = net._forward(state.V, jnp.asarray(data.x))
     avg = float(jnp.sum(jnp.asarray(data.y) * f))
     if avg <= 0:
         warnings.warn(
@@ -357,9 +358,8 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
         finally:
             if bar is not None:
                 bar.close()
-    if integ.t not in t_saved or stats["steady_state"]:
-        if not t_saved or t_saved[-1] < integ.t:
-            t_saved.append(integ.t); z_saved.append(integ.y.copy())  # noqa: E702
+    if (not t_saved or t_saved[-1] < integ.t) and np.all(np.isfinite(integ.y)):  # never save a non-finite row
+        t_saved.append(integ.t); z_saved.append(integ.y.copy())  # noqa: E702
     stats.update(
         t_final=float(integ.t),
         accepted_steps=n_acc,
@@ -369,7 +369,7 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
         lu_decompositions=int(getattr(integ, "nlu", 0)),
         switches=acc["switches"],
         sliding_time=float(acc["sliding_time"]),
-        final_speed=float(np.linalg.norm(fun(integ.t, integ.y))),
+        final_speed=float(np.linalg.norm(fun(integ.t, z_saved[-1]))),
     )
     return np.asarray(t_saved), np.stack(z_saved), stats
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 import pkgutil
 from collections.abc import Callable, Sequence
 
@@ -17,7 +16,7 @@ from jaxtyping import Array, Float
 
 from . import _symbolic as sym
 from ._data import Dataset
-from ._errors import InputError, fail
+from ._errors import InputError, check_int, check_real, fail
 from ._network import Network
 from ._state import State
 
@@ -32,12 +31,7 @@ def available_models() -> tuple[str, ...]:
 
 
 def _check_lam(lam) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.floating, np.integer)):
-        raise fail("lam", lam, "a real number >= 0 (the weight-decay strength)")
-    lam = float(lam)
-    if not math.isfinite(lam) or lam < 0:
-        raise fail("lam", lam, "a finite real number >= 0 (the weight-decay strength)")
-    return lam
+    return check_real("lam", lam, "a finite real number >= 0 (the weight-decay strength)", lambda v: v >= 0)
 
 
 def load_model(name: str, lam: float = 0.0, loss: str = "square") -> "Model":
@@ -81,7 +75,6 @@ class _Compiled:
         self.loss = sp.lambdify((sym.u, sym.y), sym.LOSSES[loss], modules=mods)
         self.regularizer = sp.lambdify((sym.s, sym.lam), regime.regularizer(sym.s, sym.lam), modules=mods)
         closed = sym.rho_equilibrium(d, regime.per_layer, depth)
-        self.rho_eq_expr = None if closed is None else closed[0]
         if closed is not None:
             expr, used = closed
             names = list(used)
@@ -124,29 +117,6 @@ class _Compiled:
 @functools.lru_cache(maxsize=None)
 def _compiled(regime: sym.Regime, loss: str, depth: int) -> _Compiled:
     return _Compiled(regime, loss, depth)
-
-
-def _smooth_relu(eps: float):
-    """ReLU whose derivative is the smooth step ½(1 + tanh(z/ε)) (Sotomayor–Teixeira regularization)."""
-
-    @jax.custom_jvp
-    def relu(z):
-        return jnp.maximum(z, 0.0)
-
-    @relu.defjvp
-    def relu_jvp(primals, tangents):
-        (z,), (dz,) = primals, tangents
-        return jnp.maximum(z, 0.0), 0.5 * (1.0 + jnp.tanh(z / eps)) * dz
-
-    return relu
-
-
-def _forward(net: Network, V, x, eps: float | None = None):
-    sigma = (lambda z: z) if net.activation == "linear" else (_smooth_relu(eps) if eps else net._sigma)
-    a = x
-    for Vk in V[:-1]:
-        a = sigma(a @ Vk.T)
-    return (a @ V[-1].T)[:, 0]
 
 
 class Model(eqx.Module):
@@ -200,15 +170,21 @@ class Model(eqx.Module):
         """
         return self.derivation.singular_without_decay and float(self.lam) == 0.0
 
-    def analysis(self) -> dict:
+    def analysis(self, depth: int = 2) -> dict:
         """Symbolic facts about the flow.
+
+        **Arguments:**
+
+        - `depth`: the number of layers L the closed form of ρ_eq is derived for (per-layer models only:
+          with balanced layers ρ_eq depends on L; the shared-scale model's does not).
 
         **Returns:** a dict with ``rho_eq`` (closed form in the aggregates ``M_ab = Σ_n f_n^a y_n^b``,
         ``None`` when there is none), ``relaxation_rate`` (``−∂ρ̇/∂ρ`` at fixed V, per sample, plus the
         regularizer part), ``invariant`` (``(Q, c)`` with ``dQ/dt = c Q``, or ``None``), and ``singular``.
         """
+        depth = check_int("depth", depth, "an integer >= 1", lambda v: v >= 1)
         d = self.derivation
-        closed = sym.rho_equilibrium(d, self.per_layer, depth=2 if self.per_layer else 1)
+        closed = sym.rho_equilibrium(d, self.per_layer, depth=depth)
         return {
             "rho_eq": None if closed is None else closed[0],
             "relaxation_rate": d.relaxation_rate,
@@ -229,10 +205,7 @@ class Model(eqx.Module):
         **Returns:** a :class:`flowsim.State`.
         """
         _check_network(net)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) or not (
-            math.isfinite(scale) and scale > 0
-        ):
-            raise fail("scale", scale, "a finite number > 0 (the initial overall scale ρ)")
+        check_real("scale", scale, "a finite number > 0 (the initial overall scale ρ)", lambda v: v > 0)
         if isinstance(key, (int, np.integer)):
             key = jax.random.PRNGKey(int(key))
         keys = jax.random.split(key, net.depth)
@@ -313,16 +286,20 @@ class Model(eqx.Module):
         """ρ_eq(V): the scale at which the scale equation vanishes with V fixed (balanced if per-layer).
 
         Closed form where sympy finds one (``Σ y f / (λ + Σ f²)`` for ``normalized`` with the square
-        loss), else the largest stable root found numerically.
+        loss; negative when the data are not on average separable, ``Σ y f < 0``), else the largest stable
+        root found numerically (NaN when there is no positive stable root, e.g. not on average separable).
         """
         check_problem(net, data)
-        f = _forward(net, state.V, jnp.asarray(data.x))
+        check_state(self, net, state)
+        f = net._forward(state.V, jnp.asarray(data.x))
         return self.compiled(net).rho_eq(f, jnp.asarray(data.y), self.lam)
 
     def invariants(self, state: State) -> Float[Array, " Lm1"]:
         """Layer-balance quantities ``ρ_k² − ρ_1²`` for ``k = 2..L`` (per-layer models)."""
         if not self.per_layer:
             raise InputError(f"argument `state`: the {self.name!r} model has one shared scale and no layer balance")
+        if not isinstance(state, State) or state.rho_k is None:
+            raise fail("state", type(state).__name__, "a per-layer flowsim.State")
         return state.rho_k[1:] ** 2 - state.rho_k[0] ** 2
 
     def invariant_rate(self) -> float:
@@ -352,7 +329,7 @@ class Model(eqx.Module):
 def field(model: Model, net: Network, x, y, state: State, eps: float | None = None) -> State:
     """The State-shaped time derivative at `state` (internal; `eps` smooths σ′ for regularized solves)."""
     c = model.compiled(net)
-    f, pullback = jax.vjp(lambda V_: _forward(net, V_, x, eps), tuple(state.V))
+    f, pullback = jax.vjp(lambda V_: net._forward(V_, x, eps), tuple(state.V))
     rho = jnp.prod(state.rho_k) if model.per_layer else state.rho
     (g,) = pullback(c.weight(rho, f, y) * jnp.ones_like(f))
 
@@ -372,10 +349,7 @@ def field(model: Model, net: Network, x, y, state: State, eps: float | None = No
 
 
 def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise fail(name, value, "a finite number > 0")
+    check_real(name, value, "a finite number > 0", lambda v: v > 0)
 
 
 def _check_network(net):

@@ -15,6 +15,24 @@ from ._errors import fail
 ACTIVATIONS = ("relu", "linear")
 
 
+def _smooth_relu(eps: float):
+    """ReLU whose derivative is the smooth step ½(1 + tanh(z/ε)) (Sotomayor–Teixeira regularization).
+
+    The forward value is exact; only the vector field (through the VJP) sees the smoothed switch.
+    """
+
+    @jax.custom_jvp
+    def relu(z):
+        return jnp.maximum(z, 0.0)
+
+    @relu.defjvp
+    def relu_jvp(primals, tangents):
+        (z,), (dz,) = primals, tangents
+        return jnp.maximum(z, 0.0), 0.5 * (1.0 + jnp.tanh(z / eps)) * dz
+
+    return relu
+
+
 class Network(eqx.Module):
     """A bias-free multilayer perceptron ``f(W; x) = W_L σ(W_{L-1} ⋯ σ(W_1 x))`` with scalar output.
 
@@ -68,10 +86,12 @@ class Network(eqx.Module):
     def _sigma(self, z):
         return jnp.maximum(z, 0.0) if self.activation == "relu" else z
 
-    def _forward(self, V, x):
+    def _forward(self, V, x, eps: float | None = None):
+        """f(V; x) for all rows; with `eps`, ReLU's derivative (only) is the smooth step of width ε."""
+        sigma = _smooth_relu(eps) if eps and self.activation == "relu" else self._sigma
         a = x
-        for Vk in V[:-1]:
-            a = self._sigma(a @ Vk.T)
+        for Vk in tuple(V)[:-1]:
+            a = sigma(a @ Vk.T)
         return (a @ V[-1].T)[:, 0]
 
     @eqx.filter_jit

@@ -287,8 +287,18 @@ def exp_small_init(quick: bool, out: Path) -> Result:
 def exp_balance(quick: bool, out: Path) -> Result:
     lam = 1e-2
     rk = (1.5, 0.5)
-    tr0 = _run("unnormalized", 0.0, "clusters", quick, scale=0.75, rho_k=rk)[3]
-    model, _, _, trw = _run("unnormalized", lam, "clusters", quick, scale=0.75, rho_k=rk)
+    def run(lam_):
+        # the scales as integrated (enforce_balance=False): measure the law instead of imposing it
+        model = fs.load_model("unnormalized", lam=lam_)
+        data, net = _clusters(quick), fs.Network(_widths(quick))
+        s0 = model.init(net, key=0, scale=0.75)
+        s0 = model.state(V=s0.V, rho_k=list(rk) + [1.0] * (net.depth - len(rk)))
+        ts = np.linspace(0.0, _t1(quick), 41)
+        return model, fs.simulate(model, net, data, s0, t1=_t1(quick), ts=ts, rtol=1e-9, atol=1e-12,
+                                  enforce_balance=False, progress=False)
+
+    tr0 = run(0.0)[1]
+    model, trw = run(lam)
     inv0 = np.asarray(tr0.rho_k[:, -1] ** 2 - tr0.rho_k[:, 0] ** 2)
     invw = np.asarray(trw.rho_k[:, -1] ** 2 - trw.rho_k[:, 0] ** 2)
     cons = float(np.max(np.abs(inv0 - inv0[0])) / abs(inv0[0]))
@@ -359,11 +369,10 @@ def critical_cosines(model, net, data, state, eps: float | None = None):
     ``eps=None`` differentiates the exact ReLU (σ′ = 1[z > 0]); ``eps > 0`` the solver's smoothed σ′ (the
     Sotomayor–Teixeira regularization, whose limit is the Filippov flow that slides along switching surfaces).
     """
-    from ._model import _forward
 
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
     V = tuple(state.V)
-    f, pull = jax.vjp(lambda V_: _forward(net, V_, x, eps), V)
+    f, pull = jax.vjp(lambda V_: net._forward(V_, x, eps), V)
     rho = state.rho
     r = y - rho * f
     G = pull(r)[0]

@@ -16,7 +16,6 @@ A minibatch ``B`` contributes ``N/|B| Σ_{n∈B} ℓ(u_n, y_n)``, so a full batc
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -26,7 +25,7 @@ from jaxtyping import Array, Float
 
 from . import _symbolic as sym
 from ._data import Dataset
-from ._errors import SolveError, fail
+from ._errors import SolveError, check_int, check_real, fail
 from ._model import Model, _compiled, check_problem, check_state
 from ._network import Network
 from ._state import State
@@ -55,21 +54,6 @@ class _Spec(NamedTuple):
 
 
 # ---- validation (plain Python: runs before anything is traced) -------------------------------------
-def _real(name, value, expected, ok):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise fail(name, value, expected)
-    value = float(value)
-    if not (math.isfinite(value) and ok(value)):
-        raise fail(name, value, expected)
-    return value
-
-
-def _integer(name, value, expected, ok):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not ok(int(value)):
-        raise fail(name, value, expected)
-    return int(value)
-
-
 def _flag(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise fail(name, value, "True or False")
@@ -381,12 +365,12 @@ def sgd(
     batchnorm = _flag("batchnorm", batchnorm)
     if not batchnorm and model.name not in SUPPORTED:
         raise fail("model", model.name, f"one of {SUPPORTED} (the parametrizations fs.sgd knows)")
-    lr = _real("lr", lr, "a finite learning rate > 0", lambda v: v > 0)
-    steps = _integer("steps", steps, "an integer number of steps >= 1", lambda v: v >= 1)
+    lr = check_real("lr", lr, "a finite learning rate > 0", lambda v: v > 0)
+    steps = check_int("steps", steps, "an integer number of steps >= 1", lambda v: v >= 1)
     n = data.n
     low = 2 if batchnorm else 1
     if batch_size is not None:
-        batch_size = _integer(
+        batch_size = check_int(
             "batch_size",
             batch_size,
             f"None (full batch) or an integer in [{low}, N = {n}]"
@@ -395,12 +379,12 @@ def sgd(
         )
     elif batchnorm and n < 2:
         raise fail("data", f"{n} sample", "at least 2 samples for batch normalization")
-    momentum = _real("momentum", momentum, "a heavy-ball coefficient in [0, 1)", lambda v: 0 <= v < 1)
-    seed = _integer("seed", seed, "an integer seed in [0, 2**63)", lambda v: 0 <= v < 2**63)
-    record_every = _integer("record_every", record_every, "an integer >= 1", lambda v: v >= 1)
+    momentum = check_real("momentum", momentum, "a heavy-ball coefficient in [0, 1)", lambda v: 0 <= v < 1)
+    seed = check_int("seed", seed, "an integer seed in [0, 2**63)", lambda v: 0 <= v < 2**63)
+    record_every = check_int("record_every", record_every, "an integer >= 1", lambda v: v >= 1)
     bn_affine = _flag("bn_affine", bn_affine)
-    bn_momentum = _real("bn_momentum", bn_momentum, "a number in (0, 1]", lambda v: 0 < v <= 1)
-    bn_eps = _real("bn_eps", bn_eps, "a finite number > 0", lambda v: v > 0)
+    bn_momentum = check_real("bn_momentum", bn_momentum, "a number in (0, 1]", lambda v: 0 < v <= 1)
+    bn_eps = check_real("bn_eps", bn_eps, "a finite number > 0", lambda v: v > 0)
     if batchnorm and net.depth < 2:
         raise fail("batchnorm", True, "a network with at least one hidden layer to normalize")
 

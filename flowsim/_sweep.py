@@ -28,11 +28,11 @@ from jax.flatten_util import ravel_pytree
 
 from ._data import Dataset
 from ._errors import ResultFileError, fail
-from ._integrate import DIFFRAX_SOLVERS, check_solve, diffrax_solve
+from ._integrate import DIFFRAX_SOLVERS, balance_law, check_solve, diffrax_solve, project_states
 from ._model import Model, _check_lam, check_state, field
 from ._network import Network
 from ._state import State
-from ._trajectory import Trajectory
+from ._trajectory import Trajectory, observe_one
 
 FORMAT = "flowsim-sweep"
 FORMAT_VERSION = 1
@@ -240,24 +240,8 @@ def _hash(*parts) -> str:
 
 
 # ---- the batched computation ----------------------------------------------------------------------
-def _project_member(per_layer, states, balance0, rate, ts):
-    """:func:`flowsim._integrate.project` for one member, traceable (no deviation report)."""
-    norms = jnp.stack([jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=1) for v in states.V], axis=1)
-    V = tuple(v / n[:, None, None] for v, n in zip(states.V, norms.T))
-    if not per_layer:
-        return V, states.rho * jnp.prod(norms, axis=1), None
-    rk = states.rho_k * norms
-    sq = rk**2
-    if rk.shape[1] > 1:
-        c = (balance0 - jnp.mean(balance0))[None, :] * jnp.exp(rate * ts)[:, None]
-        target = jnp.mean(sq, axis=1, keepdims=True) + c
-        rk = jnp.sqrt(jnp.maximum(target, 0.0))
-    return V, jnp.prod(rk, axis=1), rk
-
-
 def _member_fn(model, net, x, y, unravel, eps, t1, ts, save_t, rtol, atol, solver, max_steps, lam_fixed):
-    c = model.compiled(net)
-    per_layer = model.per_layer
+    has_law = balance_law(model, jnp.ones(net.depth))[0] is not None
     keep = np.asarray(save_t, dtype=bool)
 
     def one(z0, lam, rate):
@@ -273,19 +257,11 @@ def _member_fn(model, net, x, y, unravel, eps, t1, ts, save_t, rtol, atol, solve
         zs = sol.ys[keep]
         states = jax.vmap(unravel)(zs)
         s0 = unravel(z0)
-        balance0 = None if s0.rho_k is None else s0.rho_k**2
+        balance0 = s0.rho_k**2 if has_law else None
         t_saved = jnp.asarray(np.concatenate([ts, [t1]])[keep])
-        V, rho, rho_k = _project_member(per_layer, states, balance0, rate, t_saved)
-
-        def obs(Vt, rho_t, rho_kt):
-            from ._model import _forward
-
-            f = _forward(net, Vt, x)
-            reg = (jnp.sum(c.regularizer(rho_kt, lam)) if rho_kt is not None
-                   else c.regularizer(rho_t, lam) * jnp.ones(()))
-            return y * f, jnp.sum(c.loss(rho_t * f, y)) + reg, c.rho_eq(f, y, lam)
-
-        margins, loss, rho_eq = jax.vmap(obs)(V, rho, rho_k)
+        projected, _, _ = project_states(states, balance0, rate, t_saved)
+        V, rho, rho_k = projected.V, projected.rho, projected.rho_k
+        margins, loss, rho_eq = jax.vmap(lambda V_, r, rk: observe_one(m, net, x, y, lam, V_, r, rk))(V, rho, rho_k)
         out = {"rho": rho, "margins": margins, "loss": loss, "rho_eq": rho_eq,
                "result": sol.result._value, "accepted": sol.stats["num_accepted_steps"],
                "rejected": sol.stats["num_rejected_steps"]}
@@ -364,7 +340,7 @@ def sweep(
     - `scale`, `seed`: optional labels, one per initial State, stored as coordinates of the members.
     - `rtol`, `atol`, `max_steps`: as for ``simulate``.
     - `solver`: a diffrax solver, ``"tsit5"`` (default), ``"dopri5"``, ``"dopri8"`` or ``"kvaerno5"``.
-    - `smoothing`: as for ``simulate`` (``"auto"``: ε = 1e-4 for ReLU networks).
+    - `smoothing`: as for ``simulate`` (``"auto"``: ε = 1e-5 for ReLU networks).
     - `chunk_size`: members computed per device batch (rounded up to a multiple of the device count);
       default: all members in one chunk, or 256 when `path` is given.
     - `path`: a netCDF file. Each finished chunk is written to it atomically; rerunning the same sweep with
@@ -385,7 +361,7 @@ def sweep(
     z0s, unravel, s_first = _stack_members(model, net, states)
     n_states = z0s.shape[0]
     lams = np.array([float(model.lam)]) if lam is None else np.asarray(
-        [_check_lam(float(v) if isinstance(v, (np.floating, np.integer)) else v) for v in np.atleast_1d(lam)],
+        [_check_lam(v) for v in np.atleast_1d(lam)],
         dtype=np.float64)
     if lams.size == 0:
         raise fail("lam", lam, "a non-empty sequence of λ >= 0")
@@ -396,7 +372,7 @@ def sweep(
     state_index = np.repeat(np.arange(n_states), n_lam)
     member_lam = np.tile(lams, n_states)
     member_z0 = z0s[state_index]
-    if model.per_layer:
+    if model.per_layer and model.derivation.invariant is not None:
         rates = {v: _with_lam(model, jnp.asarray(v)).invariant_rate() for v in lams}
         member_rate = np.array([rates[v] for v in member_lam])
     else:

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._model import Model, _forward
+from ._model import Model
 from ._network import Network
 from ._state import State
 
@@ -101,13 +101,14 @@ def observe(model: Model, net: Network, data, ts, states: State, stats: dict | N
     )
 
 
+def observe_one(model: Model, net: Network, x, y, lam, V, rho, rho_k):
+    """Margins ``y_n f_n``, loss and ρ_eq of one state (traceable; shared by simulate, sgd and sweep)."""
+    c = model.compiled(net)
+    f = net._forward(V, x)
+    reg = jnp.sum(c.regularizer(rho_k, lam)) if rho_k is not None else c.regularizer(rho, lam)
+    return y * f, jnp.sum(c.loss(rho * f, y)) + reg * jnp.ones(()), c.rho_eq(f, y, lam)
+
+
 @eqx.filter_jit
 def _observables(model, net, x, y, V, rho, rho_k):
-    c = model.compiled(net)
-
-    def one(V, rho, rho_k):
-        f = _forward(net, V, x)
-        reg = jnp.sum(c.regularizer(rho_k, model.lam)) if rho_k is not None else c.regularizer(rho, model.lam)
-        return y * f, jnp.sum(c.loss(rho * f, y)) + reg * jnp.ones(()), c.rho_eq(f, y, model.lam)
-
-    return jax.vmap(one)(V, rho, rho_k)
+    return jax.vmap(lambda V_, r, rk: observe_one(model, net, x, y, model.lam, V_, r, rk))(V, rho, rho_k)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._data import Dataset
-from ._errors import fail
+from ._errors import check_int, check_real, fail
 
 __all__ = ["gaussian_clusters", "digits"]
 
@@ -42,12 +42,10 @@ def gaussian_clusters(
         raise fail("n", n, "an integer >= 2")
     if not isinstance(dim, (int, np.integer)) or dim < 1:
         raise fail("dim", dim, "an integer >= 1")
-    if not (np.isfinite(separation) and separation >= 0):
-        raise fail("separation", separation, "a finite number >= 0")
-    if not (np.isfinite(noise) and noise >= 0):
-        raise fail("noise", noise, "a finite number >= 0")
-    if not (0.0 <= label_noise <= 0.5):
-        raise fail("label_noise", label_noise, "a fraction in [0, 0.5]")
+    check_real("separation", separation, "a finite number >= 0", lambda v: v >= 0)
+    check_real("noise", noise, "a finite number >= 0", lambda v: v >= 0)
+    check_real("label_noise", label_noise, "a fraction in [0, 0.5]", lambda v: 0.0 <= v <= 0.5)
+    check_int("seed", seed, "an integer seed >= 0", lambda v: v >= 0)
     rng = np.random.default_rng(seed)
     direction = rng.standard_normal(dim)
     direction /= np.linalg.norm(direction)

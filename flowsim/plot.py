@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ._data import Dataset
-from ._errors import InputError, SolveError, fail
+from ._errors import SolveError, check_int, check_real, fail
 from ._reduced import (
     Continuum,
     Curve,
@@ -78,9 +78,7 @@ def _new_axes(ax, size=(4.8, 4.0)):
 
 
 def _check_count(name, value, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise fail(name, value, f"an integer >= {minimum}")
-    return int(value)
+    return check_int(name, value, f"an integer >= {minimum}", lambda v: v >= minimum)
 
 
 def _check_domain(domain):
@@ -185,8 +183,8 @@ def phase_portrait(
     n_trajectories = _check_count("n_trajectories", n_trajectories)
     grid = _check_count("grid", grid, minimum=5)
     dom = _check_domain(domain) or red.default_domain()
-    if t1 is not None and not (isinstance(t1, (int, float, np.floating, np.integer)) and math.isfinite(t1) and t1 > 0):
-        raise fail("t1", t1, "a finite time > 0 or None")
+    if t1 is not None:
+        check_real("t1", t1, "a finite time > 0 or None", lambda v: v > 0)
     fig, ax = _new_axes(ax)
     ix, iy = red.plot_axes
     (x0, x1), (y0, y1) = dom[ix], dom[iy]
@@ -382,11 +380,8 @@ def deep_portrait(
     seeds = list(seeds) if isinstance(seeds, Sequence) and not isinstance(seeds, str) else None
     if not seeds or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
         raise fail("seeds", seeds, "a non-empty sequence of integer seeds")
-    if not (isinstance(t1, (int, float, np.floating, np.integer)) and math.isfinite(t1) and t1 > 0):
-        raise fail("t1", t1, "a finite time > 0")
+    check_real("t1", t1, "a finite time > 0", lambda v: v > 0)
     n_save = _check_count("n_save", n_save, minimum=2)
-    if not hasattr(fs, "simulate"):
-        raise InputError("fs.simulate is not available in this installation; deep_portrait needs it")
 
     simulate_kwargs.setdefault("progress", False)
     fig, ax = _new_axes(ax)
@@ -507,22 +502,17 @@ def save_all(out_dir="figures", quick: bool = True, dpi: int = 150, deep: bool =
         fig.savefig(path, dpi=dpi)
         written.append(path)
     if deep:
-        import flowsim as fs
-
-        if not hasattr(fs, "simulate"):
-            warnings.warn("fs.simulate is not available: phase_deep.png not written", RuntimeWarning, stacklevel=2)
-        else:
-            net, data = _deep_problem(quick)
-            fig = Figure(figsize=(9.6, 4.6), layout="constrained")
-            axes = fig.subplots(1, 2)
-            scales = (0.1, 1.0, 4.0) if quick else (0.03, 0.3, 3.0)
-            seeds = (0,) if quick else (0, 1)
-            deep_portrait(load_model("normalized", lam=1e-2), net, data, scales=scales, seeds=seeds, t1=20.0,
-                          ax=axes[0])
-            deep_portrait(load_model("unnormalized", lam=0.0), net, data, scales=scales, seeds=seeds, t1=20.0,
-                          ax=axes[1])
-            path = out / "phase_deep.png"
-            fig.savefig(path, dpi=dpi)
-            written.append(path)
+        net, data = _deep_problem(quick)
+        fig = Figure(figsize=(9.6, 4.6), layout="constrained")
+        axes = fig.subplots(1, 2)
+        scales = (0.1, 1.0, 4.0) if quick else (0.03, 0.3, 3.0)
+        seeds = (0,) if quick else (0, 1)
+        deep_portrait(load_model("normalized", lam=1e-2), net, data, scales=scales, seeds=seeds, t1=20.0,
+                      ax=axes[0])
+        deep_portrait(load_model("unnormalized", lam=0.0), net, data, scales=scales, seeds=seeds, t1=20.0,
+                      ax=axes[1])
+        path = out / "phase_deep.png"
+        fig.savefig(path, dpi=dpi)
+        written.append(path)
     return written
 

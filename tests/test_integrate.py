@@ -153,7 +153,9 @@ def test_manifold_and_balance_laws(name, lam):
     m = fs.load_model(name, lam=lam)
     V = _aligned(random_directions((4, 6, 5, 1), 6), data, net)
     s0 = m.state(V=V, rho_k=[0.6, 1.1, 1.4])
-    tr = fs.simulate(m, net, data, s0, t1=5.0)
+    # the balance law as integrated (not imposed by the projection onto the derived balance manifold)
+    tr = fs.simulate(m, net, data, s0, t1=5.0, rtol=1e-11, atol=1e-13, enforce_balance=False)
+    assert tr.stats["balance_enforced"] is False
     for v in tr.V:
         np.testing.assert_allclose(np.linalg.norm(np.asarray(v), axis=(1, 2)), 1.0, atol=1e-10)
     q = np.asarray(tr.rho_k) ** 2
@@ -162,7 +164,8 @@ def test_manifold_and_balance_laws(name, lam):
     want = (q0[1:] - q0[0])[None, :] * decay
     np.testing.assert_allclose(q[:, 1:] - q[:, :1], want, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(np.asarray(tr.rho), np.prod(np.asarray(tr.rho_k), axis=1), rtol=1e-14)
-    assert tr.stats["max_balance_drift"] < 1e-4  # what projection removed is solver-tolerance sized
+    # at default tolerances the drift the projection removes is of the solver's tolerance
+    assert fs.simulate(m, net, data, s0, t1=5.0).stats["max_balance_drift"] < 1e-5
 
 
 def test_steady_state_stops_and_records():
