@@ -489,16 +489,9 @@ def run_one(name: str, quick: bool = True, out="figures") -> Result:
 
 
 def extra_figures(out: Path, quick: bool, echo) -> list[str]:
-    """The phase portraits of :func:`flowsim.plot.save_all`, if that function is present and works."""
-    save_all = getattr(getattr(fs, "plot", None), "save_all", None)
-    if save_all is None:
-        return []
+    """The phase portraits of :func:`flowsim.plot.save_all`: the 2-D ones always, the deep one in the full run."""
     t0 = time.perf_counter()
-    try:
-        paths = save_all(out, quick=quick, deep=not quick)
-    except Exception as e:  # another module's figures must not sink the report
-        echo(f"      phase portraits skipped: {type(e).__name__}: {e}")
-        return []
+    paths = fs.plot.save_all(out, quick=quick, deep=not quick)
     echo(f"      phase portraits: {len(paths)} figure(s) ({time.perf_counter() - t0:.1f} s)")
     return [Path(p).name for p in paths]
 
@@ -536,6 +529,6 @@ def reproduce(quick: bool = True, out="figures", only=None, echo=None) -> list[R
         r = run_one(name, quick, out)
         results.append(r)
         echo(f"      {r.verdict:6s} {r.measurement} ({r.seconds:.1f} s)")
-    extras = extra_figures(out, quick, echo) if only is None and not quick else []
+    extras = extra_figures(out, quick, echo) if only is None else []
     write_report(results, out, quick, extras)
     return results

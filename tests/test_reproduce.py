@@ -89,3 +89,6 @@ def test_reproduce_quick_end_to_end(tmp_path):
     assert [r[0] for r in rows] == [str(i) for i in range(1, 10)]
     for name in R.EXPERIMENTS:
         assert f"] {name} ..." in proc.stdout
+    for name in ("phase_normalized.png", "phase_unnormalized.png"):  # the 2-D phase portraits, by reproduce
+        assert (tmp_path / name).read_bytes()[:8] == PNG
+        assert f"[{name}]({name})" in (tmp_path / "report.md").read_text(encoding="utf-8")
