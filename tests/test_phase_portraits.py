@@ -244,10 +244,8 @@ def test_phase_portrait_rejects_bad_input(chain_data):
 
 
 # ---- deep networks and the reproduce hook ------------------------------------------------------
-needs_simulate = pytest.mark.skipif(not hasattr(fs, "simulate"), reason="fs.simulate not available yet")
 
 
-@needs_simulate
 @pytest.mark.slow
 def test_deep_portrait_linear_net(tmp_path):
     data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
