@@ -74,22 +74,23 @@ class Budget(Exception):
     pass
 
 
-def scipy_run(F, z0, T, method, rtol, atol, max_evals=300_000, jac=None):
+def scipy_run(F, z0, T, method, rtol, atol, max_evals=300_000, jac=None, max_seconds=60.0):
     count = [0]
+    t = time.perf_counter()
 
-    def fun(t, z):
+    def fun(t_, z):
         count[0] += 1
-        if count[0] > max_evals:
+        if count[0] > max_evals or time.perf_counter() - t > max_seconds:
             raise Budget
         return np.asarray(F(z))
 
-    t = time.perf_counter()
     try:
         sol = solve_ivp(fun, (0, T), z0, method=method, rtol=rtol, atol=atol, jac=jac)
         ok = sol.status == 0
         z, reached, msg = sol.y[:, -1], float(sol.t[-1]), sol.message
     except Budget:
-        ok, z, reached, msg = False, None, float("nan"), f"gave up after {max_evals} field evaluations"
+        ok, z, reached, msg = False, None, float("nan"), (f"gave up after {count[0]} field evaluations "
+                                                         f"({time.perf_counter() - t:.0f} s)")
     return ok, z, reached, msg, time.perf_counter() - t, count[0]
 
 
