@@ -113,7 +113,7 @@ class _Flat:
     """The model's field on a flat vector (jitted), with its Jacobian and pre-activation diagnostics."""
 
     def __init__(self, model: Model, net: Network, data: Dataset, state: State, eps: float | None):
-        self.z0, self.unravel = ravel_pytree(state)
+        self.z0, self.unravel = ravel_pytree(state)[0], unraveler(model, net)  # the map the compiled field uses
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
         self.model, self.net, self.x, self.y = model, net, x, y
         self.F = lambda z: _flat_field(model, net, x, y, z, eps)
