@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
 import flowsim as fs  # noqa: E402
-from flowsim._integrate import _flat_field  # noqa: E402
+from flowsim._integrate import _compiled_flat  # noqa: E402
 
 warnings.filterwarnings("ignore", message="the initial state is not on average separable")
 OUT = os.path.join(os.path.dirname(__file__), "results")
@@ -48,7 +48,8 @@ def flat(model, net, data, state, eps=None):
 
     z0, unravel = ravel_pytree(state)
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    return np.asarray(z0), unravel, (lambda z: _flat_field(model, net, x, y, z, eps))
+    F = _compiled_flat(model.regime, model.loss, net, eps)[0]
+    return np.asarray(z0), unravel, (lambda z: F(model.lam, x, y, z))
 
 
 def timed(fn, repeat=3):
