@@ -199,7 +199,8 @@ def main():
             steps = int(sol.stats["num_accepted_steps"]) + int(sol.stats["num_rejected_steps"])
             wp.append(dict(method=f"diffrax {name} (smoothed field, eps 1e-5)", setting=f"rtol {rtol:g}",
                            error=err(np.asarray(sol.ys[-1])) if ok else float("nan"), wall=wall, steps=steps,
-                           note="" if ok else f"not finished within {budget} steps ({sol.result})"))
+                           note="" if ok else (f"not finished within {budget} steps (max_steps reached)"
+                                                  if sol.result == dfx.RESULTS.max_steps_reached else str(sol.result))))
             print(wp[-1], flush=True)
     res["work_precision"] = wp
 

@@ -38,6 +38,25 @@ def test_ridge_regression_closed_form():
     assert float(tr.rho_eq[-1]) == pytest.approx(float(tr.rho[-1]), rel=1e-8)
 
 
+@pytest.mark.parametrize("solver", ["lsoda", "radau", "dopri8", "kvaerno5"])
+def test_every_solver_reaches_the_ridge_solution(solver):
+    """The non-default solvers converge to the same closed form, and report what they can count."""
+    data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
+    lam = 0.5
+    ridge = np.linalg.solve(data.x.T @ data.x + lam * np.eye(5), data.x.T @ data.y)
+    net = fs.Network((5, 1), "linear")
+    m = fs.load_model("normalized", lam=lam)
+    v0 = data.x.T @ data.y + np.random.default_rng(0).standard_normal(5)
+    s0 = m.state(V=[(v0 / np.linalg.norm(v0))[None, :]], rho=0.1)
+    tr = fs.simulate(m, net, data, s0, t1=200.0, rtol=1e-10, atol=1e-12, solver=solver)
+    w = float(tr.rho[-1]) * np.asarray(tr.V[0][-1, 0])
+    np.testing.assert_allclose(w, ridge, rtol=1e-6, atol=1e-8)
+    st = tr.stats
+    assert st["solver"] == solver and st["accepted_steps"] > 0
+    # scipy's LSODA and Radau do not expose rejected steps: None, never a made-up 0
+    assert (st["rejected_steps"] is None) == (solver in ("lsoda", "radau"))
+
+
 def test_min_norm_interpolant_from_tiny_scale():
     """unnormalized, one linear layer, N < d, tiny start: converges to pinv(X) y (stiff: V̇ ∝ 1/ρ²)."""
     data = fs.datasets.gaussian_clusters(n=4, dim=8, seed=1)
