@@ -81,7 +81,9 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, solvers, max_steps
 
 def default_ts(t1: float, n: int = 200) -> np.ndarray:
     """The automatic save grid: t = 0 and log-spaced times from t1·1e-4 to t1."""
-    return np.concatenate([[0.0], np.logspace(math.log10(t1) - 4, math.log10(t1), n - 1)])
+    ts = np.concatenate([[0.0], np.logspace(math.log10(t1) - 4, math.log10(t1), n - 1)])
+    ts[-1] = t1  # 10**log10(t1) can round past t1, which diffrax rejects
+    return ts
 
 
 def _template(model: Model, net: Network) -> State:

@@ -48,7 +48,8 @@ def test_every_solver_reaches_the_ridge_solution(solver):
     m = fs.load_model("normalized", lam=lam)
     v0 = data.x.T @ data.y + np.random.default_rng(0).standard_normal(5)
     s0 = m.state(V=[(v0 / np.linalg.norm(v0))[None, :]], rho=0.1)
-    tr = fs.simulate(m, net, data, s0, t1=200.0, rtol=1e-10, atol=1e-12, solver=solver)
+    tr = fs.simulate(m, net, data, s0, t1=200.0, rtol=1e-10, atol=1e-12, solver=solver)  # 10**log10(200) > 200
+    assert tr.ts[-1] == 200.0
     w = float(tr.rho[-1]) * np.asarray(tr.V[0][-1, 0])
     np.testing.assert_allclose(w, ridge, rtol=1e-6, atol=1e-8)
     st = tr.stats
