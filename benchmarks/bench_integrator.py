@@ -112,137 +112,149 @@ def euler_gd(F, z0, T, eta):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer points (a smoke run)")
+    parser.add_argument("--sections", default="ABCD",
+                        help="sections to run (A stall, B work-precision, C steady state, D compile); the others "
+                             "are kept from the last results file")
     args = parser.parse_args()
     res = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
                                 f"{jax.devices()[0].platform}", "date": time.strftime("%Y-%m-%d")}
+    if set(args.sections) != set("ABCD"):
+        with open(os.path.join(OUT, ("integrator_quick" if args.quick else "integrator") + ".json")) as fh:
+            res = {**json.load(fh), **res}
     model, net, data, s0 = stall_problem()
     z0, unravel, F_raw = flat(model, net, data, s0)
 
     # ---- A. the stall, reproduced --------------------------------------------------------------------
-    term = dfx.ODETerm(lambda t, z, a: F_raw(z))
-    run = jax.jit(lambda z: dfx.diffeqsolve(term, dfx.Tsit5(), 0.0, 2.0, 1e-3, z,
-                                            stepsize_controller=dfx.PIDController(rtol=1e-7, atol=1e-9),
-                                            max_steps=20_000, throw=False, saveat=dfx.SaveAt(t1=True)))
-    sol = run(jnp.asarray(z0))
-    sol, wall = timed(lambda: jax.block_until_ready(run(jnp.asarray(z0))), repeat=1)
-    res["stall_tsit5"] = dict(t_reached=float(sol.ts[-1]), accepted=int(sol.stats["num_accepted_steps"]),
-                              rejected=int(sol.stats["num_rejected_steps"]), wall=wall)
-    print("stall:", res["stall_tsit5"], flush=True)
+    if "A" in args.sections:
+        term = dfx.ODETerm(lambda t, z, a: F_raw(z))
+        run = jax.jit(lambda z: dfx.diffeqsolve(term, dfx.Tsit5(), 0.0, 2.0, 1e-3, z,
+                                                stepsize_controller=dfx.PIDController(rtol=1e-7, atol=1e-9),
+                                                max_steps=20_000, throw=False, saveat=dfx.SaveAt(t1=True)))
+        sol = run(jnp.asarray(z0))
+        sol, wall = timed(lambda: jax.block_until_ready(run(jnp.asarray(z0))), repeat=1)
+        res["stall_tsit5"] = dict(t_reached=float(sol.ts[-1]), accepted=int(sol.stats["num_accepted_steps"]),
+                                  rejected=int(sol.stats["num_rejected_steps"]), wall=wall)
+        print("stall:", res["stall_tsit5"], flush=True)
 
     # ---- B. work-precision to T on the stall case -----------------------------------------------------
-    T = 2.0
-    t = time.perf_counter()
-    ref = fs.simulate(model, net, data, s0, t1=T, ts=[T], rtol=1e-10, atol=1e-13, smoothing=1e-6)
-    z_ref = np.concatenate([[float(ref.rho[-1])]] + [np.ravel(np.asarray(v[-1])) for v in ref.V])
-    res["reference"] = dict(method="flowsim BDF, eps 1e-6, rtol 1e-10", wall=time.perf_counter() - t,
-                            sliding_time=ref.stats["sliding_time"], switches=ref.stats["switches"])
-    zr = z_ref  # (ρ, V_1, ..., V_L), already on the manifold
-    # a flat solver state (flowsim's ravel order) normalized to (ρ, V) and compared with the reference
-    err = lambda z: float(np.linalg.norm(normalize(z, unravel) - zr) / np.linalg.norm(zr))  # noqa: E731
-    # independent check of the reference: fine Euler on the raw field converges to the Filippov solution
-    z_e, wall_e, _ = euler_gd(F_raw, z0, T, 1e-6 if not args.quick else 1e-5)
-    res["reference"]["vs_euler_fine"] = err(z_e)
-    print("reference:", res["reference"], flush=True)
+    if "B" in args.sections:
+        T = 2.0
+        t = time.perf_counter()
+        ref = fs.simulate(model, net, data, s0, t1=T, ts=[T], rtol=1e-10, atol=1e-13, smoothing=1e-6)
+        z_ref = np.concatenate([[float(ref.rho[-1])]] + [np.ravel(np.asarray(v[-1])) for v in ref.V])
+        res["reference"] = dict(method="flowsim BDF, eps 1e-6, rtol 1e-10", wall=time.perf_counter() - t,
+                                sliding_time=ref.stats["sliding_time"], switches=ref.stats["switches"])
+        zr = z_ref  # (ρ, V_1, ..., V_L), already on the manifold
+        # a flat solver state (flowsim's ravel order) normalized to (ρ, V) and compared with the reference
+        err = lambda z: float(np.linalg.norm(normalize(z, unravel) - zr) / np.linalg.norm(zr))  # noqa: E731
+        # independent check of the reference: fine Euler on the raw field converges to the Filippov solution
+        z_e, wall_e, _ = euler_gd(F_raw, z0, T, 1e-6 if not args.quick else 1e-5)
+        res["reference"]["vs_euler_fine"] = err(z_e)
+        print("reference:", res["reference"], flush=True)
 
-    wp = []
-    for rtol in ([1e-4, 1e-6] if args.quick else [1e-4, 1e-6, 1e-8]):
-        for eps_rule in ("1e-3", "1e-4", "1e-5 (default)"):
-            kw = {"smoothing": float(eps_rule.split()[0])}
-            fs.simulate(model, net, data, s0, t1=T, ts=[T], rtol=rtol, atol=rtol * 1e-3, **kw)  # warm
-            tr, wall = timed(lambda: fs.simulate(model, net, data, s0, t1=T, ts=[T], rtol=rtol, atol=rtol * 1e-3,
-                                                 **kw), repeat=1)
-            z = np.concatenate([[float(tr.rho[-1])]] + [np.ravel(np.asarray(v[-1])) for v in tr.V])  # on the manifold
-            wp.append(dict(method=f"flowsim (eps {eps_rule})", setting=f"rtol {rtol:g}",
-                           error=float(np.linalg.norm(z - zr) / np.linalg.norm(zr)), wall=wall,
-                           steps=tr.stats["accepted_steps"]))
-            print(wp[-1], flush=True)
-    for eta in ([1e-3, 1e-4, 1e-5] if args.quick else [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]):
-        z, wall, _ = euler_gd(F_raw, z0, T, eta)
-        wp.append(dict(method="Euler GD (lax.scan)", setting=f"eta {eta:g}", error=err(z), wall=wall,
-                       steps=int(round(T / eta))))
-        print(wp[-1], flush=True)
-    Fj = jax.jit(F_raw)
-    Jj = jax.jit(jax.jacfwd(F_raw))
-    Fj(z0), Jj(z0)
-    for method in ("BDF", "LSODA", "DOP853"):
+        wp = []
         for rtol in ([1e-4, 1e-6] if args.quick else [1e-4, 1e-6, 1e-8]):
-            jac = (lambda t, z: np.asarray(Jj(z))) if method != "DOP853" else None
-            ok, z, reached, msg, wall, nfev = scipy_run(Fj, z0, T, method, rtol, rtol * 1e-3, jac=jac)
-            wp.append(dict(method=f"scipy {method} (raw field)", setting=f"rtol {rtol:g}",
-                           error=err(z) if ok else float("nan"), wall=wall, steps=nfev,
-                           note="" if ok else f"failed at t = {reached:.3g}: {msg}"))
+            for eps_rule in ("1e-3", "1e-4", "1e-5 (default)"):
+                kw = {"smoothing": float(eps_rule.split()[0])}
+                fs.simulate(model, net, data, s0, t1=T, ts=[T], rtol=rtol, atol=rtol * 1e-3, **kw)  # warm
+                tr, wall = timed(lambda: fs.simulate(model, net, data, s0, t1=T, ts=[T], rtol=rtol, atol=rtol * 1e-3,
+                                                     **kw), repeat=1)
+                # (ρ, V_1, ..., V_L) of the last save, already on the manifold
+                z = np.concatenate([[float(tr.rho[-1])]] + [np.ravel(np.asarray(v[-1])) for v in tr.V])
+                wp.append(dict(method=f"flowsim (eps {eps_rule})", setting=f"rtol {rtol:g}",
+                               error=float(np.linalg.norm(z - zr) / np.linalg.norm(zr)), wall=wall,
+                               steps=tr.stats["accepted_steps"]))
+                print(wp[-1], flush=True)
+        for eta in ([1e-3, 1e-4, 1e-5] if args.quick else [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5]):
+            z, wall, _ = euler_gd(F_raw, z0, T, eta)
+            wp.append(dict(method="Euler GD (lax.scan)", setting=f"eta {eta:g}", error=err(z), wall=wall,
+                           steps=int(round(T / eta))))
             print(wp[-1], flush=True)
-    # scipy on flowsim's own smoothed field (default ε): what flowsim adds over driving scipy by hand
-    _, _, F_s = flat(model, net, data, s0, 1e-5)
-    Fs = jax.jit(F_s)
-    Js = jax.jit(jax.jacfwd(F_s))
-    Fs(z0), Js(z0)
-    for method in ("BDF", "LSODA"):
-        for rtol in ([1e-4, 1e-6] if args.quick else [1e-4, 1e-6, 1e-8]):
-            ok, z, reached, msg, wall, nfev = scipy_run(Fs, z0, T, method, rtol, rtol * 1e-3,
-                                                        jac=lambda t, z: np.asarray(Js(z)))
-            wp.append(dict(method=f"scipy {method} (smoothed field, eps 1e-5)", setting=f"rtol {rtol:g}",
-                           error=err(z) if ok else float("nan"), wall=wall, steps=nfev,
-                           note="" if ok else f"failed at t = {reached:.3g}: {msg}"))
-            print(wp[-1], flush=True)
-    # plain diffrax on the same smoothed field: explicit Tsit5 meets the 1/ε stiffness, Kvaerno5 rebuilds and
-    # refactors a dense Jacobian at every step (both capped by max_steps, reported as failures if hit)
-    for name, cls, budget in (("Tsit5", dfx.Tsit5, 100_000), ("Kvaerno5", dfx.Kvaerno5, 5_000)):
-        for rtol in ([1e-4] if args.quick else [1e-4, 1e-6]):
-            term_s = dfx.ODETerm(lambda t, z, a: F_s(z))
-            run_s = jax.jit(lambda z: dfx.diffeqsolve(
-                term_s, cls(), 0.0, T, 1e-4, z, saveat=dfx.SaveAt(t1=True), max_steps=budget, throw=False,
-                stepsize_controller=dfx.PIDController(rtol=rtol, atol=rtol * 1e-3)))
-            jax.block_until_ready(run_s(jnp.asarray(z0)))
-            sol, wall = timed(lambda: jax.block_until_ready(run_s(jnp.asarray(z0))), repeat=1)
-            ok = sol.result == dfx.RESULTS.successful
-            steps = int(sol.stats["num_accepted_steps"]) + int(sol.stats["num_rejected_steps"])
-            wp.append(dict(method=f"diffrax {name} (smoothed field, eps 1e-5)", setting=f"rtol {rtol:g}",
-                           error=err(np.asarray(sol.ys[-1])) if ok else float("nan"), wall=wall, steps=steps,
-                           note="" if ok else (f"not finished within {budget} steps (max_steps reached)"
-                                                  if sol.result == dfx.RESULTS.max_steps_reached else str(sol.result))))
-            print(wp[-1], flush=True)
-    res["work_precision"] = wp
+        Fj = jax.jit(F_raw)
+        Jj = jax.jit(jax.jacfwd(F_raw))
+        Fj(z0), Jj(z0)
+        for method in ("BDF", "LSODA", "DOP853"):
+            for rtol in ([1e-4, 1e-6] if args.quick else [1e-4, 1e-6, 1e-8]):
+                jac = (lambda t, z: np.asarray(Jj(z))) if method != "DOP853" else None
+                ok, z, reached, msg, wall, nfev = scipy_run(Fj, z0, T, method, rtol, rtol * 1e-3, jac=jac)
+                wp.append(dict(method=f"scipy {method} (raw field)", setting=f"rtol {rtol:g}",
+                               error=err(z) if ok else float("nan"), wall=wall, steps=nfev,
+                               note="" if ok else f"failed at t = {reached:.3g}: {msg}"))
+                print(wp[-1], flush=True)
+        # scipy on flowsim's own smoothed field (default ε): what flowsim adds over driving scipy by hand
+        _, _, F_s = flat(model, net, data, s0, 1e-5)
+        Fs = jax.jit(F_s)
+        Js = jax.jit(jax.jacfwd(F_s))
+        Fs(z0), Js(z0)
+        for method in ("BDF", "LSODA"):
+            for rtol in ([1e-4, 1e-6] if args.quick else [1e-4, 1e-6, 1e-8]):
+                ok, z, reached, msg, wall, nfev = scipy_run(Fs, z0, T, method, rtol, rtol * 1e-3,
+                                                            jac=lambda t, z: np.asarray(Js(z)))
+                wp.append(dict(method=f"scipy {method} (smoothed field, eps 1e-5)", setting=f"rtol {rtol:g}",
+                               error=err(z) if ok else float("nan"), wall=wall, steps=nfev,
+                               note="" if ok else f"failed at t = {reached:.3g}: {msg}"))
+                print(wp[-1], flush=True)
+        # plain diffrax on the same smoothed field: explicit Tsit5 meets the 1/ε stiffness, Kvaerno5 rebuilds and
+        # refactors a dense Jacobian at every step (both capped by max_steps, reported as failures if hit)
+        for name, cls, budget in (("Tsit5", dfx.Tsit5, 100_000), ("Kvaerno5", dfx.Kvaerno5, 5_000)):
+            for rtol in ([1e-4] if args.quick else [1e-4, 1e-6]):
+                term_s = dfx.ODETerm(lambda t, z, a: F_s(z))
+                run_s = jax.jit(lambda z: dfx.diffeqsolve(
+                    term_s, cls(), 0.0, T, 1e-4, z, saveat=dfx.SaveAt(t1=True), max_steps=budget, throw=False,
+                    stepsize_controller=dfx.PIDController(rtol=rtol, atol=rtol * 1e-3)))
+                jax.block_until_ready(run_s(jnp.asarray(z0)))
+                sol, wall = timed(lambda: jax.block_until_ready(run_s(jnp.asarray(z0))), repeat=1)
+                ok = sol.result == dfx.RESULTS.successful
+                steps = int(sol.stats["num_accepted_steps"]) + int(sol.stats["num_rejected_steps"])
+                wp.append(dict(method=f"diffrax {name} (smoothed field, eps 1e-5)", setting=f"rtol {rtol:g}",
+                               error=err(np.asarray(sol.ys[-1])) if ok else float("nan"), wall=wall, steps=steps,
+                               note="" if ok else (
+                                   f"not finished within {budget} steps (max_steps reached)"
+                                   if sol.result == dfx.RESULTS.max_steps_reached else str(sol.result))))
+                print(wp[-1], flush=True)
+        res["work_precision"] = wp
 
     # ---- C. time to steady state ---------------------------------------------------------------------
-    steady = []
-    for lam in ([1e-2] if args.quick else [1e-2, 1e-3, 1e-4]):
-        m, n_, d_, s_ = stall_problem(lam)
-        t = time.perf_counter()
-        tr = fs.simulate(m, n_, d_, s_, t1=1e7, steady_state=True, progress=False)
-        first = time.perf_counter() - t
-        tr, wall = timed(lambda: fs.simulate(m, n_, d_, s_, t1=1e7, steady_state=True, progress=False), repeat=1)
-        row = dict(lam=lam, wall=wall, first_call=first, t_final=tr.stats["t_final"],
-                   steady=tr.stats["steady_state"], steps=tr.stats["accepted_steps"],
-                   rejected=tr.stats["rejected_steps"], final_speed=tr.stats["final_speed"],
-                   rho=float(tr.rho[-1]), rho_eq=float(tr.rho_eq[-1]))
-        # Euler GD over the same horizon at eta = 1e-3 (it never becomes stationary: report its field norm)
-        zz0, _, F_l = flat(m, n_, d_, s_)
-        z, wall_gd, _ = euler_gd(F_l, zz0, tr.stats["t_final"], 1e-3) if tr.stats["t_final"] <= 2e4 else (
-            None, float("nan"), 0)
-        row["euler_gd_eta1e-3_wall"] = wall_gd
-        row["euler_gd_final_field_norm"] = float(np.linalg.norm(F_l(z))) if z is not None else float("nan")
-        for method in ("BDF", "LSODA"):
-            Fl = jax.jit(F_l)
-            Jl = jax.jit(jax.jacfwd(F_l))
-            Fl(zz0), Jl(zz0)
-            ok, z, reached, msg, wall_s, nfev = scipy_run(Fl, zz0, tr.stats["t_final"], method, 1e-6, 1e-9,
-                                                          jac=lambda t, z: np.asarray(Jl(z)))
-            row[f"scipy_{method}_raw"] = (f"{wall_s:.1f} s" if ok else f"failed at t = {reached:.3g} after "
-                                          f"{wall_s:.1f} s ({msg})")
-        steady.append(row)
-        print(row, flush=True)
-    res["steady"] = steady
+    if "C" in args.sections:
+        steady = []
+        for lam in ([1e-2] if args.quick else [1e-2, 1e-3, 1e-4]):
+            m, n_, d_, s_ = stall_problem(lam)
+            t = time.perf_counter()
+            tr = fs.simulate(m, n_, d_, s_, t1=1e7, steady_state=True, progress=False)
+            first = time.perf_counter() - t
+            tr, wall = timed(lambda: fs.simulate(m, n_, d_, s_, t1=1e7, steady_state=True, progress=False), repeat=1)
+            row = dict(lam=lam, wall=wall, first_call=first, t_final=tr.stats["t_final"],
+                       steady=tr.stats["steady_state"], steps=tr.stats["accepted_steps"],
+                       rejected=tr.stats["rejected_steps"], final_speed=tr.stats["final_speed"],
+                       rho=float(tr.rho[-1]), rho_eq=float(tr.rho_eq[-1]))
+            # Euler GD over the same horizon at eta = 1e-3 (it never becomes stationary: report its field norm)
+            zz0, _, F_l = flat(m, n_, d_, s_)
+            z, wall_gd, _ = euler_gd(F_l, zz0, tr.stats["t_final"], 1e-3) if tr.stats["t_final"] <= 2e4 else (
+                None, float("nan"), 0)
+            row["euler_gd_eta1e-3_wall"] = wall_gd
+            row["euler_gd_final_field_norm"] = float(np.linalg.norm(F_l(z))) if z is not None else float("nan")
+            for method in ("BDF", "LSODA"):
+                Fl = jax.jit(F_l)
+                Jl = jax.jit(jax.jacfwd(F_l))
+                Fl(zz0), Jl(zz0)
+                ok, z, reached, msg, wall_s, nfev = scipy_run(Fl, zz0, tr.stats["t_final"], method, 1e-6, 1e-9,
+                                                              jac=lambda t, z: np.asarray(Jl(z)))
+                row[f"scipy_{method}_raw"] = (f"{wall_s:.1f} s" if ok else f"failed at t = {reached:.3g} after "
+                                              f"{wall_s:.1f} s ({msg})")
+            steady.append(row)
+            print(row, flush=True)
+        res["steady"] = steady
 
     # ---- D. compile time: a fresh process, first call on a 3-layer network ----------------------------
-    code = ("import time; t=time.perf_counter(); import flowsim as fs; t_imp=time.perf_counter()-t;"
-            "d=fs.datasets.gaussian_clusters(n=40, dim=5, seed=0); n=fs.Network((5,16,16,1));"
-            "m=fs.load_model('normalized', lam=1e-2); s=m.init(n, 0, 0.1); t=time.perf_counter();"
-            "fs.simulate(m, n, d, s, t1=0.01); a=time.perf_counter()-t; t=time.perf_counter();"
-            "fs.simulate(m, n, d, s, t1=0.01); b=time.perf_counter()-t; print(t_imp, a, b)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    res["compile"] = dict(import_s=float(out[0]), first_call_s=float(out[1]), warm_call_s=float(out[2]))
-    print("compile:", res["compile"], flush=True)
+    if "D" in args.sections:
+        code = ("import time; t=time.perf_counter(); import flowsim as fs; t_imp=time.perf_counter()-t;"
+                "d=fs.datasets.gaussian_clusters(n=40, dim=5, seed=0); n=fs.Network((5,16,16,1));"
+                "m=fs.load_model('normalized', lam=1e-2); s=m.init(n, 0, 0.1); t=time.perf_counter();"
+                "fs.simulate(m, n, d, s, t1=0.01); a=time.perf_counter()-t; t=time.perf_counter();"
+                "fs.simulate(m, n, d, s, t1=0.01); b=time.perf_counter()-t; print(t_imp, a, b)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+        res["compile"] = dict(import_s=float(out[0]), first_call_s=float(out[1]), warm_call_s=float(out[2]))
+        print("compile:", res["compile"], flush=True)
 
     write(res, args.quick)
 
