@@ -311,8 +311,14 @@ def write(res, quick):
     lines += ["", "## D. Compile time (fresh process, 3-layer network)", "",
               f"import {c['import_s']:.2f} s; first `simulate` call {c['first_call_s']:.2f} s; the same call warm "
               f"{c['warm_call_s']:.2f} s; so compilation ≈ {c['first_call_s'] - c['warm_call_s']:.2f} s.", ""]
-    with open(os.path.join(OUT, name + ".md"), "w") as fh:
-        fh.write("\n".join(lines))
+    path = os.path.join(OUT, name + ".md")
+    reading = ""  # the hand-written "## Reading" section of the last results is kept (update its numbers)
+    if os.path.exists(path):
+        with open(path) as fh:
+            old = fh.read()
+        reading = old[old.index("\n## Reading"):] if "\n## Reading" in old else ""
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + reading)
     print("\n".join(lines))
 
 
