@@ -96,6 +96,11 @@ def unraveler(model: Model, net: Network):
     return ravel_pytree(_template(model, net))[1]
 
 
+def flat_field(model: Model, net: Network, x, y, z, eps):
+    """The field on the flat coordinate vector `z` (traceable): what every simulate solver integrates."""
+    return ravel_pytree(field(model, net, x, y, unraveler(model, net)(z), eps))[0]
+
+
 @functools.lru_cache(maxsize=64)
 def _compiled_flat(regime, loss: str, net: Network, eps: float | None):
     """Jitted ``(F, J, pre)`` on flat vectors for one (regime, loss, network, ε), compiled once per data shape.
@@ -107,8 +112,7 @@ def _compiled_flat(regime, loss: str, net: Network, eps: float | None):
     """
 
     def F(lam, x, y, z):
-        model = Model(regime, lam, loss)
-        return ravel_pytree(field(model, net, x, y, unraveler(model, net)(z), eps))[0]
+        return flat_field(Model(regime, lam, loss), net, x, y, z, eps)
 
     def pre(x, z):
         return _preacts(net, unraveler(Model(regime, 0.0, loss), net)(z).V, x)
@@ -438,7 +442,7 @@ def _diffrax_run(model, net, x, y, z0, ts, t1, rtol, atol, solver, max_steps, st
                  meter):
     # A module-level compiled solve: repeated simulate calls on one problem reuse it (λ and t1 are traced).
     def F(z):
-        return ravel_pytree(field(model, net, x, y, unraveler(model, net)(z), eps))[0]
+        return flat_field(model, net, x, y, z, eps)
 
     return diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state, steady_tol, meter)
 
