@@ -28,8 +28,9 @@ from jax.flatten_util import ravel_pytree
 
 from ._data import Dataset
 from ._errors import ResultFileError, fail
-from ._integrate import DIFFRAX_SOLVERS, balance_law, check_solve, diffrax_solve, project_states
-from ._model import Model, _check_lam, check_state, field
+from ._integrate import (DIFFRAX_SOLVERS, balance_law, check_solve, diffrax_solve, flat_field, project_states,
+                         unraveler)
+from ._model import Model, _check_lam, check_state
 from ._network import Network
 from ._state import State
 from ._trajectory import Trajectory, observe_one
@@ -211,11 +212,7 @@ def _stack_members(model, net, states):
         if not isinstance(s, State):
             raise fail(f"states[{i}]", type(s).__name__, "a flowsim.State")
         check_state(model, net, s, name=f"states[{i}]")
-    z0s, unravel = [], None
-    for s in states:
-        z, unravel = ravel_pytree(s)
-        z0s.append(np.asarray(z))
-    return np.stack(z0s), unravel, states[0]
+    return np.stack([np.asarray(ravel_pytree(s)[0]) for s in states])
 
 
 def _labels(name, values, n):
@@ -240,9 +237,10 @@ def _hash(*parts) -> str:
 
 
 # ---- the batched computation ----------------------------------------------------------------------
-def _member_fn(model, net, x, y, unravel, eps, t1, ts, save_t, rtol, atol, solver, max_steps, lam_fixed):
+def _member_fn(model, net, x, y, eps, t1, ts, save_t, rtol, atol, solver, max_steps, lam_fixed):
     has_law = balance_law(model, jnp.ones(net.depth))[0] is not None
     keep = np.asarray(save_t, dtype=bool)
+    unravel = unraveler(model, net)
 
     def one(z0, lam, rate):
         if lam_fixed:  # λ a compile-time constant, exactly as in simulate's closure
@@ -250,10 +248,7 @@ def _member_fn(model, net, x, y, unravel, eps, t1, ts, save_t, rtol, atol, solve
         else:
             m = _with_lam(model, lam)
 
-        def F(z):
-            return ravel_pytree(field(m, net, x, y, unravel(z), eps))[0]
-
-        sol = diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps)
+        sol = diffrax_solve(lambda z: flat_field(m, net, x, y, z, eps), z0, t1, ts, rtol, atol, solver, max_steps)
         zs = sol.ys[keep]
         states = jax.vmap(unravel)(zs)
         s0 = unravel(z0)
@@ -358,7 +353,7 @@ def sweep(
     # a sweep vmaps a diffrax solve, so only the diffrax solvers apply
     t1, ts, rtol, atol, eps = check_solve(model, net, data, t1, ts, rtol, atol, solver, DIFFRAX_SOLVERS, max_steps,
                                           smoothing)
-    z0s, unravel, s_first = _stack_members(model, net, states)
+    z0s = _stack_members(model, net, states)
     n_states = z0s.shape[0]
     lams = np.array([float(model.lam)]) if lam is None else np.asarray(
         [_check_lam(v) for v in np.atleast_1d(lam)],
@@ -424,7 +419,7 @@ def sweep(
                     eps, float(t1), ts, rtol, atol, solver, int(max_steps))
         run = _COMPILED.get(key)
         if run is None:  # one compiled program per problem and settings, reused by reruns and resumes
-            run = jax.jit(_member_fn(model, net, x, y, unravel, eps, t1, ts, save_t, rtol, atol, solver,
+            run = jax.jit(_member_fn(model, net, x, y, eps, t1, ts, save_t, rtol, atol, solver,
                                      int(max_steps), lam is None))
             if len(_COMPILED) >= 8:
                 _COMPILED.pop(next(iter(_COMPILED)))
