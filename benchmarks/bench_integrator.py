@@ -1,9 +1,11 @@
-"""Integrator benchmark (issue 4): the stall case, work-precision, time to steady state, compile time.
+"""Integrator benchmark (issue 4): the stall case, work-precision, time to steady state, compile time, and the
+steady state at equal accuracy.
 
-Run:  python benchmarks/bench_integrator.py [--quick]   → benchmarks/results/integrator.{md,json,png}
+Run:  python benchmarks/bench_integrator.py [--quick] [--sections ABCDE]
+      → benchmarks/results/integrator.{md,json,png}
 
 All baselines run in this process on the same jitted field (flowsim's flat field, raw or smoothed):
-hand-written Euler GD in ``lax.scan``, scipy ``solve_ivp`` (BDF, LSODA, DOP853) and plain diffrax
+hand-written Euler GD in a compiled ``lax.fori_loop``, scipy ``solve_ivp`` (BDF, LSODA, DOP853) and plain diffrax
 (Tsit5, Kvaerno5). Times are warm (compiled beforehand, ``block_until_ready``) medians; compile time is
 reported separately.
 """
