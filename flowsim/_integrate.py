@@ -173,23 +173,32 @@ def balance_law(model: Model, rho_k0):
     return rho_k0**2, model.invariant_rate()
 
 
+BDF_NEWTON_ITERATIONS = 8  # scipy's default, 4, rejected ~30% of the steps near kinks (see _bdf_setup)
+
+
 @contextlib.contextmanager
-def _count_attempts():
-    """Count scipy BDF step attempts (each Newton solve is one), to report rejected steps exactly."""
+def _bdf_setup():
+    """Count scipy BDF step attempts (each Newton solve is one), to report rejected steps exactly, and allow
+    its Newton solves `BDF_NEWTON_ITERATIONS` iterations.
+
+    Near kinks scipy's 4 iterations often fail to converge, which rejects the step, refactors and rebuilds
+    the Jacobian. Measured on the stall case to steady state, 8 iterations cut the LUs 13.1k → 9.7k and the
+    Jacobians 4.7k → 3.0k for 19% more field calls: 20% less wall time (four alternated runs).
+    """
     from scipy.integrate._ivp import bdf
 
     counter = {"attempts": 0}
-    original = bdf.solve_bdf_system
+    original, maxiter = bdf.solve_bdf_system, bdf.NEWTON_MAXITER
 
     def counting(*args, **kwargs):
         counter["attempts"] += 1
         return original(*args, **kwargs)
 
-    bdf.solve_bdf_system = counting
+    bdf.solve_bdf_system, bdf.NEWTON_MAXITER = counting, BDF_NEWTON_ITERATIONS
     try:
         yield counter
     finally:
-        bdf.solve_bdf_system = original
+        bdf.solve_bdf_system, bdf.NEWTON_MAXITER = original, maxiter
 
 
 def simulate(
@@ -352,7 +361,7 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
     stats = {"steady_state": False, "failure": None}
     n_acc = 0
     # One BLAS thread: the LU factorizations are small, and JAX's threads compete for the 2 cores.
-    with _count_attempts() as counter, threadpool_limits(1, "blas"):
+    with _bdf_setup() as counter, threadpool_limits(1, "blas"):
         integ = cls(fun, 0.0, z0, t1, rtol=rtol, atol=atol, jac=jac)
         if solver == "bdf":
             _bare_lapack(integ)
