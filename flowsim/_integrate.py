@@ -173,7 +173,7 @@ def balance_law(model: Model, rho_k0):
     return rho_k0**2, model.invariant_rate()
 
 
-BDF_NEWTON_ITERATIONS = 8  # scipy's default, 4, rejected ~30% of the steps near kinks (see _bdf_setup)
+BDF_NEWTON_ITERATIONS = 8  # scipy's default of 4 often fails to converge near kinks (see _bdf_setup)
 
 
 @contextlib.contextmanager
