@@ -82,6 +82,13 @@ class Budget(Exception):
     pass
 
 
+def scipy_field(F, z0):
+    """``(jitted F, scipy jac callback)`` for driving scipy on the same field, both compiled before timing."""
+    Fj, Jj = jax.jit(F), jax.jit(jax.jacfwd(F))
+    Fj(z0), Jj(z0)
+    return Fj, lambda t, z: np.asarray(Jj(z))
+
+
 def scipy_run(F, z0, T, method, rtol, atol, max_evals=300_000, jac=None, max_seconds=30.0):
     count = [0]
     t = time.perf_counter()
@@ -227,12 +234,10 @@ def main():
                            steps=int(round(T / eta)), eta=eta))
             print(wp[-1], flush=True)
         res["reference"]["vs_euler_fine"] = wp[-1]["error"]
-        Fj = jax.jit(F_raw)
-        Jj = jax.jit(jax.jacfwd(F_raw))
-        Fj(z0), Jj(z0)
+        Fj, jac_raw = scipy_field(F_raw, z0)
         for method in ("BDF", "LSODA", "DOP853"):
             for rtol in ([1e-4, 1e-6] if args.quick else [1e-4, 1e-6, 1e-8]):
-                jac = (lambda t, z: np.asarray(Jj(z))) if method != "DOP853" else None
+                jac = jac_raw if method != "DOP853" else None
                 ok, z, reached, msg, wall, nfev = scipy_run(Fj, z0, T, method, rtol, rtol * 1e-3, jac=jac)
                 wp.append(dict(method=f"scipy {method} (raw field)", setting=f"rtol {rtol:g}",
                                error=err(z) if ok else float("nan"), wall=wall, steps=nfev,
@@ -240,13 +245,11 @@ def main():
                 print(wp[-1], flush=True)
         # scipy on flowsim's own smoothed field (default ε): what flowsim adds over driving scipy by hand
         _, _, F_s = flat(model, net, data, s0, 1e-5)
-        Fs = jax.jit(F_s)
-        Js = jax.jit(jax.jacfwd(F_s))
-        Fs(z0), Js(z0)
+        Fs, jac_s = scipy_field(F_s, z0)
         for method in ("BDF", "LSODA"):
             for rtol in ([1e-4, 1e-6] if args.quick else [1e-4, 1e-6, 1e-8]):
                 ok, z, reached, msg, wall, nfev = scipy_run(Fs, z0, T, method, rtol, rtol * 1e-3,
-                                                            jac=lambda t, z: np.asarray(Js(z)))
+                                                            jac=jac_s)
                 wp.append(dict(method=f"scipy {method} (smoothed field, eps 1e-5)", setting=f"rtol {rtol:g}",
                                error=err(z) if ok else float("nan"), wall=wall, steps=nfev,
                                note="" if ok else f"failed at t = {reached:.3g}: {msg}"))
@@ -293,12 +296,10 @@ def main():
                 None, float("nan"), 0)
             row["euler_gd_eta1e-3_wall"] = wall_gd
             row["euler_gd_final_field_norm"] = float(np.linalg.norm(F_l(z))) if z is not None else float("nan")
+            Fl, jac_l = scipy_field(F_l, zz0)  # once for both methods
             for method in ("BDF", "LSODA"):
-                Fl = jax.jit(F_l)
-                Jl = jax.jit(jax.jacfwd(F_l))
-                Fl(zz0), Jl(zz0)
                 ok, z, reached, msg, wall_s, nfev = scipy_run(Fl, zz0, tr.stats["t_final"], method, 1e-6, 1e-9,
-                                                              jac=lambda t, z: np.asarray(Jl(z)))
+                                                              jac=jac_l)
                 row[f"scipy_{method}_raw"] = (f"{wall_s:.1f} s" if ok else f"failed at t = {reached:.3g} after "
                                               f"{wall_s:.1f} s ({msg})")
             steady.append(row)
