@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
 import flowsim as fs  # noqa: E402
-from flowsim._integrate import _compiled_flat  # noqa: E402
+from flowsim._solver._flat import compiled_flat  # noqa: E402
 
 warnings.filterwarnings("ignore", message="the initial state is not on average separable")
 OUT = os.path.join(os.path.dirname(__file__), "results")
@@ -42,7 +42,7 @@ def stall_problem(lam=1e-2):
     data = fs.datasets.gaussian_clusters(n=40, dim=5, seed=0)
     net = fs.Network((5, 16, 16, 1))
     model = fs.load_model("normalized", lam=lam)
-    return model, net, data, model.init(net, key=0, scale=0.1)
+    return model, net, data, model.init(net, seed=0, scale=0.1)
 
 
 def flat(model, net, data, state, eps=None):
@@ -50,7 +50,7 @@ def flat(model, net, data, state, eps=None):
 
     z0, unravel = ravel_pytree(state)
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    F = _compiled_flat(model.regime, model.loss, net, eps)[0]
+    F = compiled_flat(model.regime, model.loss, net, eps)[0]
     return np.asarray(z0), unravel, (lambda z: F(model.lam, x, y, z))
 
 
@@ -346,7 +346,7 @@ def main():
     if "D" in args.sections:
         code = ("import time; t=time.perf_counter(); import flowsim as fs; t_imp=time.perf_counter()-t;"
                 "d=fs.datasets.gaussian_clusters(n=40, dim=5, seed=0); n=fs.Network((5,16,16,1));"
-                "m=fs.load_model('normalized', lam=1e-2); s=m.init(n, 0, 0.1); t=time.perf_counter();"
+                "m=fs.load_model('normalized', lam=1e-2); s=m.init(n, seed=0, scale=0.1); t=time.perf_counter();"
                 "fs.simulate(m, n, d, s, t1=0.01); a=time.perf_counter()-t; t=time.perf_counter();"
                 "fs.simulate(m, n, d, s, t1=0.01); b=time.perf_counter()-t; print(t_imp, a, b)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -389,7 +389,7 @@ def write(res, quick):
         f"Machine: {res['machine']}; run {res['date']} with `python benchmarks/bench_integrator.py"
         f"{' --quick' if quick else ''}`.", "",
         "Problem (design.md's stall case): widths 5-16-16-1 ReLU, 40 points (`gaussian_clusters(n=40, dim=5, "
-        "seed=0)`), `normalized`, λ = 1e-2, ρ(0) = 0.1, `init(key=0)`.", "",
+        "seed=0)`), `normalized`, λ = 1e-2, ρ(0) = 0.1, `init(seed=0)`.", "",
         "## A. The stall, reproduced", "",
         f"diffrax Tsit5 on the raw field, rtol 1e-7, 20,000 steps: reached t = {st['t_reached']:.3f} of 2 with "
         f"{st['rejected']} of {st['accepted'] + st['rejected']} steps rejected, {st['wall']:.1f} s.", "",

@@ -35,7 +35,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import flowsim as fs
-from flowsim import _reduced as R
+from flowsim._analysis import _kernel, _vmapped
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "phase_portrait.md"
@@ -61,7 +61,7 @@ def ensemble_case(name, lam, repeats, n_scipy):
     tol = dict(rtol=1e-8, atol=1e-10)
 
     # the vmapped ensemble: first call (compile) and warm calls
-    run = R._ensemble_fn(red.kernel, tol["rtol"], tol["atol"], 16384)
+    run = _vmapped.ensemble_fn(red.kernel, tol["rtol"], tol["atol"], 16384)
     args = (jnp.asarray(z0), jnp.asarray(ts), red.params)
     t0 = time.perf_counter()
     ys, ok, steps = jax.block_until_ready(run(*args))
@@ -72,7 +72,7 @@ def ensemble_case(name, lam, repeats, n_scipy):
     ends = np.asarray(ys)[:, -1]
 
     # baseline 1: one compiled single-trajectory solve, called in a Python loop
-    term = diffrax.ODETerm(lambda t, z, p: R._field(red.kernel, z, p))
+    term = diffrax.ODETerm(lambda t, z, p: _kernel.field(red.kernel, z, p))
 
     @jax.jit
     def single(z, ts, p):
@@ -88,7 +88,7 @@ def ensemble_case(name, lam, repeats, n_scipy):
     rows["python loop of compiled single solves"] = dict(warm=loop)
 
     # baseline 2: scipy solve_ivp on the same jitted field (n_scipy trajectories, scaled to 256)
-    f1 = jax.jit(lambda z: R._field(red.kernel, z, red.params))
+    f1 = jax.jit(lambda z: _kernel.field(red.kernel, z, red.params))
     jax.block_until_ready(f1(jnp.asarray(z0[0])))
     fnp = lambda t, z: np.asarray(f1(jnp.asarray(z)))  # noqa: E731
     for method in ("DOP853", "LSODA"):
@@ -102,11 +102,11 @@ def ensemble_case(name, lam, repeats, n_scipy):
                                                                 agree=float(np.max(errs)))
 
     # work-precision against a tight reference
-    ref_run = R._ensemble_fn(red.kernel, 1e-13, 1e-15, 1_000_000)
+    ref_run = _vmapped.ensemble_fn(red.kernel, 1e-13, 1e-15, 1_000_000)
     ref = np.asarray(jax.block_until_ready(ref_run(*args))[0])[:, -1]
     wp = []
     for rtol in (1e-4, 1e-6, 1e-8, 1e-10):
-        r = R._ensemble_fn(red.kernel, rtol, rtol * 1e-2, 100_000)
+        r = _vmapped.ensemble_fn(red.kernel, rtol, rtol * 1e-2, 100_000)
         jax.block_until_ready(r(*args))
         w, _ = median_time(lambda: jax.block_until_ready(r(*args)), repeats)
         err = float(np.max(np.abs(np.asarray(r(*args)[0])[:, -1] - ref)))

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 import flowsim as fs
-from flowsim import _sgd
+from flowsim import _symbolic
+from flowsim._discrete import _raw, _sgd
 
 HERE = Path(__file__).resolve().parent
 
@@ -84,10 +85,10 @@ def problem_rows(label, data, widths, batch, steps, lr, lam):
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
     key = jax.random.key(0)
     un = fs.load_model("unnormalized", lam=lam)
-    s0 = un.init(net, key=0)
+    s0 = un.init(net, seed=0)
     W0 = s0.weights()
     nm = fs.load_model("normalized", lam=lam)
-    n0 = nm.init(net, key=0)
+    n0 = nm.init(net, seed=0)
     wn = fs.load_model("weightnorm", lam=lam)
 
     gd = hand_written(net, x, y, lam, lr, steps)
@@ -98,8 +99,9 @@ def problem_rows(label, data, widths, batch, steps, lr, lam):
     def fs_run(m, state, **kw):
         return lambda: fs.sgd(m, net, data, state, lr=lr, steps=steps, **kw).loss
 
-    spec = _sgd._Spec("unnormalized", net, un.regime, "square", data.n, None, False, 1, False, False, 0.1, 1e-5, True)
-    raw = _sgd._to_raw("unnormalized", s0, False, net.widths)
+    param = _symbolic.parametrization(un.regime)
+    spec = _sgd._Spec(net, un.regime, "square", data.n, None, False, 1, False, param)
+    raw = _raw.to_raw(param, s0)
 
     def core():
         return _sgd._run_jit(
@@ -124,7 +126,7 @@ def problem_rows(label, data, widths, batch, steps, lr, lam):
          fs_run(un, s0, batch_size=B, momentum=0.9, record_every=steps), "sgd", "heavy ball: one more buffer"),
         ("fs.sgd normalized, full batch, record_every=steps", fs_run(nm, n0, record_every=steps), "gdn",
          "ratio vs hand GD on (ρ, V_k)"),
-        ("fs.sgd weightnorm, full batch, record_every=steps", fs_run(wn, wn.init(net, key=0), record_every=steps),
+        ("fs.sgd weightnorm, full batch, record_every=steps", fs_run(wn, wn.init(net, seed=0), record_every=steps),
          "gd", "extra norms per step"),
         (f"fs.sgd batchnorm=True, batch {B}, record_every=steps",
          fs_run(nm, n0, batch_size=B, batchnorm=True, record_every=steps), "sgd",

@@ -24,8 +24,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import flowsim as fs
-from flowsim._integrate import diffrax_solve
 from flowsim._model import field
+from flowsim._solver._diffrax import diffrax_solve
 
 
 def median_time(fn, repeats):
@@ -51,14 +51,14 @@ def main():
     model = fs.load_model("normalized", lam=1e-2)
     t1, ts, eps = 5.0, np.linspace(0.0, 5.0, 11), 0.1
     opts = dict(solver="tsit5", smoothing=eps)
-    all_states = [model.init(net, key=k, scale=0.5) for k in range(max(args.sizes))]
+    all_states = [model.init(net, seed=k, scale=0.5) for k in range(max(args.sizes))]
 
     rows = []
     # Python loop of fs.simulate (each call compiles its own field: what a user's loop costs).
     loop = all_states[: args.loop]
     t = time.perf_counter()
     for s in loop:
-        fs.simulate(model, net, data, s, t1, ts, **opts)
+        fs.simulate(model, net, data, s, t1=t1, ts=ts, **opts)
     loop_rate = len(loop) / (time.perf_counter() - t)
     rows.append(("Python loop of fs.simulate", len(loop), "-", loop_rate))
 
@@ -78,9 +78,9 @@ def main():
     for b in args.sizes:
         states = all_states[:b]
         t = time.perf_counter()
-        fs.sweep(model, net, data, states, t1, ts, **opts)
+        fs.sweep(model, net, data, states, t1=t1, ts=ts, **opts)
         first = time.perf_counter() - t
-        warm_sweep = median_time(lambda: fs.sweep(model, net, data, states, t1, ts, **opts), args.repeats)
+        warm_sweep = median_time(lambda: fs.sweep(model, net, data, states, t1=t1, ts=ts, **opts), args.repeats)
         rows.append(("fs.sweep, first call (incl. compile)", b, "-", b / first))
         rows.append(("fs.sweep, repeated call (compiled program reused)", b, "-", b / warm_sweep))
 

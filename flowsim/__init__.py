@@ -2,27 +2,49 @@
 
 Importing flowsim turns on JAX's 64-bit mode (``jax_enable_x64``): every array flowsim makes is float64.
 This is the one global side effect of the import.
+
+The package follows the data flow (see the README's "Architecture"): ``_symbolic`` (a regime's derivation) →
+``_model`` (the compiled model and the network) → ``_solver`` (simulate, sweep) → ``_discrete`` (GD/SGD) →
+``_analysis`` (comparison, reduced 2-D models) → ``plot`` (drawing) → ``_experiments`` (the predictions) →
+``cli``. This module is the flat public API.
 """
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from . import datasets  # noqa: E402
-from ._data import Dataset  # noqa: E402
-from ._integrate import simulate  # noqa: E402
-from ._sweep import SweepResult, load, sweep  # noqa: E402
-from ._errors import FlowsimError, InputError, ResultFileError, SolveError  # noqa: E402
-from ._model import Model, available_models, load_model  # noqa: E402
-from ._network import Network  # noqa: E402
-from ._state import State  # noqa: E402
-from ._trajectory import Trajectory  # noqa: E402
-from ._sgd import sgd  # noqa: E402
-from ._compare import Comparison, ConvergenceOrder, compare, convergence_order  # noqa: E402
-from ._symbolic import Regime  # noqa: E402
-from . import plot  # noqa: E402
-
-__version__ = "0.1.0"
+from . import datasets as datasets  # noqa: E402
+from ._analysis import (  # noqa: E402
+    Comparison as Comparison,
+    ConvergenceOrder as ConvergenceOrder,
+    compare as compare,
+    convergence_order as convergence_order,
+)
+from ._data import Dataset as Dataset  # noqa: E402
+from ._discrete import sgd as sgd  # noqa: E402
+from ._errors import (  # noqa: E402
+    FlowsimError as FlowsimError,
+    InputError as InputError,
+    ResultFileError as ResultFileError,
+    SolveError as SolveError,
+)
+from ._model import (  # noqa: E402
+    Model as Model,
+    Network as Network,
+    State as State,
+    available_models as available_models,
+    load_model as load_model,
+)
+from ._solver import (  # noqa: E402
+    SweepResult as SweepResult,
+    Trajectory as Trajectory,
+    load as load,
+    simulate as simulate,
+    sweep as sweep,
+)
+from ._symbolic import Regime as Regime  # noqa: E402
+from . import plot as plot  # noqa: E402
+from ._version import __version__ as __version__  # noqa: E402
 
 __all__ = [
     "Dataset",

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _reproduce(args) -> int:
-    from . import _reproduce as R
+    from . import _experiments as R
     from ._errors import InputError
 
     if args.list:
@@ -80,7 +80,7 @@ def _simulate(args) -> int:
             data = fs.datasets.gaussian_clusters(n=args.n, dim=widths[0], seed=args.seed)
         net = fs.Network(widths, args.activation)
         model = fs.load_model(args.model, lam=args.lam)
-        s0 = model.init(net, key=args.seed, scale=args.scale)
+        s0 = model.init(net, seed=args.seed, scale=args.scale)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             traj = fs.simulate(model, net, data, s0, t1=args.t1, steady_state=args.steady_state,
@@ -98,12 +98,10 @@ def _simulate(args) -> int:
           f"train error {np.mean(m <= 0):.3f}")
     print("stats: " + ", ".join(f"{k}={v}" for k, v in traj.stats.items()))
     if args.out:
-        import matplotlib
+        from matplotlib.figure import Figure  # not pyplot: no backend is selected, savefig renders with Agg
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+        fig = Figure(figsize=(9, 3.6))
+        a, b = fig.subplots(1, 2)
         t = np.asarray(traj.ts)
         a.plot(t, np.asarray(traj.rho), label="ρ"), a.plot(t, np.asarray(traj.rho_eq), "--", label="ρ_eq")
         a.set_xlabel("t"), a.legend()

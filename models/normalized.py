@@ -6,7 +6,7 @@ equilibrium.
 
 import sympy as sp
 
-from flowsim._symbolic import Regime
+from flowsim import Regime
 
 REGIME = Regime(
     name="normalized",
@@ -15,4 +15,6 @@ REGIME = Regime(
     # Each V_k lives on its unit sphere; ρ is a Euclidean coordinate of its own.
     embedding=lambda s, theta: (sp.cos(theta), sp.sin(theta)),
     regularizer=lambda rho, lam: lam * rho**2,
+    # A discrete step puts each V_k back on its sphere, as the normalization layers it stands for do.
+    retraction=True,
 )

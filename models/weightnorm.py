@@ -2,7 +2,7 @@
 
 import sympy as sp
 
-from flowsim._symbolic import Regime
+from flowsim import Regime
 
 REGIME = Regime(
     name="weightnorm",

@@ -65,7 +65,7 @@ def test_min_norm_interpolant_from_tiny_scale():
     w_star = np.linalg.pinv(X) @ y
     net = fs.Network((8, 1), "linear")
     m = fs.load_model("unnormalized", lam=0.0)
-    s0 = m.init(net, key=3, scale=1e-6)
+    s0 = m.init(net, seed=3, scale=1e-6)
     tr = fs.simulate(m, net, data, s0, t1=200.0, rtol=1e-9, atol=1e-12)
     w = float(tr.rho[-1]) * np.asarray(tr.V[0][-1, 0])
     np.testing.assert_allclose(w, w_star, atol=3e-6)  # the start's null-space part, |W0| = 1e-6, remains
@@ -141,7 +141,7 @@ def test_sliding_case_matches_fine_euler_reference():
     data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=1)
     net = fs.Network((3, 6, 1))
     m = fs.load_model("normalized", lam=1e-2)
-    s0 = m.init(net, key=0, scale=0.5)
+    s0 = m.init(net, seed=0, scale=0.5)
     T = 3.0
     tr = fs.simulate(m, net, data, s0, t1=T, ts=[T], smoothing=1e-5, rtol=1e-8, atol=1e-10)
     assert tr.stats["sliding_time"] > 0.5 * T and tr.stats["switches"] > 0
@@ -192,7 +192,7 @@ def test_steady_state_stops_and_records():
     data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
     net = fs.Network((5, 1), "linear")
     m = fs.load_model("normalized", lam=0.1)
-    s0 = m.init(net, key=0, scale=1.0)
+    s0 = m.init(net, seed=0, scale=1.0)
     tr = fs.simulate(m, net, data, s0, t1=1e6, steady_state=True, progress=False)
     assert tr.stats["steady_state"] is True
     assert tr.ts[-1] < 1e6 and tr.ts[-1] == tr.stats["t_final"]
@@ -206,7 +206,7 @@ def test_step_limit_raises_with_partial_trajectory():
     data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
     net = fs.Network((5, 8, 1))
     m = fs.load_model("normalized", lam=0.01)
-    s0 = m.init(net, key=1, scale=0.5)
+    s0 = m.init(net, seed=1, scale=0.5)
     with pytest.raises(fs.SolveError, match="max_steps = 30") as err:
         fs.simulate(m, net, data, s0, t1=100.0, max_steps=30)
     partial = err.value.partial
@@ -245,7 +245,7 @@ def test_bad_arguments(kwargs, argument):
     data = fs.datasets.gaussian_clusters(n=6, dim=3, seed=0)
     net = fs.Network((3, 4, 1))
     m = fs.load_model("normalized")
-    s0 = m.init(net, 0)
+    s0 = m.init(net, seed=0)
     with pytest.raises(ValueError, match=f"`{argument}`"):
         fs.simulate(m, net, data, s0, **kwargs)
 
@@ -254,11 +254,11 @@ def test_state_must_match_network_and_model():
     data = fs.datasets.gaussian_clusters(n=6, dim=3, seed=0)
     net = fs.Network((3, 4, 1))
     m = fs.load_model("normalized")
-    other = m.init(fs.Network((3, 5, 1)), 0)
+    other = m.init(fs.Network((3, 5, 1)), seed=0)
     with pytest.raises(ValueError, match="shape"):
         fs.simulate(m, net, data, other, t1=1.0)
     with pytest.raises(ValueError, match="per-layer"):
-        fs.simulate(m, net, data, fs.load_model("unnormalized").init(net, 0), t1=1.0)
+        fs.simulate(m, net, data, fs.load_model("unnormalized").init(net, seed=0), t1=1.0)
 
 
 def test_not_separable_start_warns():
@@ -279,7 +279,7 @@ def test_stall_case_explicit_stalls_auto_finishes():
     data = fs.datasets.gaussian_clusters(n=40, dim=5, seed=0)
     net = fs.Network((5, 16, 16, 1))
     m = fs.load_model("normalized", lam=1e-2)
-    s0 = m.init(net, key=0, scale=0.1)
+    s0 = m.init(net, seed=0, scale=0.1)
     with pytest.raises(fs.SolveError, match="max_steps") as err:
         fs.simulate(m, net, data, s0, t1=2.0, solver="tsit5", smoothing=None, rtol=1e-7, max_steps=20000)
     st = err.value.partial.stats

@@ -165,7 +165,7 @@ def test_chain_lambda0_conserves_balance_and_ends_on_hyperbola(chain_data):
     red = fplot.reduced_model(fs.load_model("unnormalized", lam=0.0), chain_data)
     sxy, sxx = _moments(chain_data)
     z0 = red.grid(64)
-    ts, zs, ok, _ = red.integrate(z0, 2.0, **TIGHT)
+    ts, zs, ok, _ = red.integrate(z0, t1=2.0, **TIGHT)
     assert ok.all()
     Q = zs[..., 0] ** 2 - zs[..., 1] ** 2
     assert np.max(np.abs(Q - Q[:, :1])) < 1e-8
@@ -188,7 +188,7 @@ def test_chain_weight_decay_equilibria_and_balance_decay(chain_data):
     np.testing.assert_allclose(eqs[1].point, [0, 0], atol=1e-12)
     np.testing.assert_allclose(eqs[2].point, [r, r], rtol=1e-10)
     np.testing.assert_allclose(np.sort(eqs[1].eigenvalues.real), [-2 * lam - 2 * sxy, 2 * sxy - 2 * lam], rtol=1e-10)
-    ts, zs, ok, _ = red.integrate(red.grid(16), 0.2, **TIGHT)
+    ts, zs, ok, _ = red.integrate(red.grid(16), t1=0.2, **TIGHT)
     assert ok.all()
     Q = zs[..., 0] ** 2 - zs[..., 1] ** 2
     np.testing.assert_allclose(Q, Q[:, :1] * np.exp(-4 * lam * ts)[None, :], atol=1e-9)

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import flowsim as fs
-import flowsim._integrate as _integrate
-import flowsim._sgd as _sgd
-import flowsim._sweep as _sweep
-from flowsim._model import check_state
+import flowsim._discrete._sgd as _sgd
+import flowsim._solver._result as _result
+import flowsim._solver._simulate as _integrate
+import flowsim._solver._sweep as _sweep
 
 from reference import random_directions, reference_field
 
@@ -50,7 +50,7 @@ def no_tracing(monkeypatch):
     def trip(*args, **kwargs):
         raise Traced("reached the computation before the bad argument was rejected")
 
-    monkeypatch.setattr(_integrate, "_Flat", trip)
+    monkeypatch.setattr(_integrate, "Flat", trip)
     monkeypatch.setattr(_integrate, "_warn_if_not_separable", trip)
     monkeypatch.setattr(_sgd, "_run_jit", trip)
     monkeypatch.setattr(_sweep, "_member_fn", trip)
@@ -161,7 +161,7 @@ def test_model_state_and_init_validate():
         fs.load_model("unnormalized").state(V, rho_k=[1.0, 0.0])
     assert_input_error(excinfo, "rho_k")
     with pytest.raises(fs.FlowsimError) as excinfo:
-        model.init(net, key=0, scale=0.0)
+        model.init(net, seed=0, scale=0.0)
     assert_input_error(excinfo, "scale", "0.0")
     with pytest.raises(fs.FlowsimError) as excinfo:
         model.init((2, 3, 1))
@@ -202,7 +202,7 @@ def _bad_simulate_cases():
 def test_simulate_rejects_bad_arguments_before_tracing(no_tracing, label, overrides, argument, hint):
     net, data = small_problem()
     model = fs.load_model("normalized", lam=0.1)
-    kwargs = dict(model=model, net=net, data=data, state=model.init(net, key=0), t1=1.0)
+    kwargs = dict(model=model, net=net, data=data, state=model.init(net, seed=0), t1=1.0)
     kwargs.update(overrides)
     with pytest.raises(fs.FlowsimError) as excinfo:
         fs.simulate(**kwargs)
@@ -294,7 +294,7 @@ def test_state_scales_are_validated(no_tracing, label, name, build, argument):
 def test_sgd_rejects_bad_arguments_before_tracing(no_tracing, overrides, argument, hint):
     net, data = small_problem()
     model = fs.load_model("unnormalized", lam=0.1)
-    kwargs = dict(model=model, net=net, data=data, state=model.init(net, key=0), lr=0.1, steps=3)
+    kwargs = dict(model=model, net=net, data=data, state=model.init(net, seed=0), lr=0.1, steps=3)
     kwargs.update(overrides)
     with pytest.raises(fs.FlowsimError) as excinfo:
         sgd(**kwargs)
@@ -320,7 +320,7 @@ def test_sgd_rejects_bad_arguments_before_tracing(no_tracing, overrides, argumen
 def test_sweep_rejects_bad_arguments_before_tracing(no_tracing, overrides, argument, hint):
     net, data = small_problem()
     model = fs.load_model("normalized", lam=0.1)
-    kwargs = dict(model=model, net=net, data=data, states=[model.init(net, key=0), model.init(net, key=1)], t1=1.0)
+    kwargs = dict(model=model, net=net, data=data, states=[model.init(net, seed=0), model.init(net, seed=1)], t1=1.0)
     kwargs.update(overrides)
     with pytest.raises(fs.FlowsimError) as excinfo:
         fs.sweep(**kwargs)
@@ -355,7 +355,7 @@ def test_sgd_divergence_raises_solve_error_with_partial():
     net, data = small_problem()
     model = fs.load_model("unnormalized", lam=0.0)
     with pytest.raises(fs.SolveError) as excinfo:
-        sgd(model, net, data, model.init(net, key=0), lr=1e6, steps=30)
+        sgd(model, net, data, model.init(net, seed=0), lr=1e6, steps=30)
     msg = str(excinfo.value)
     assert "diverged at step" in msg and "lr" in msg, msg
     partial = excinfo.value.partial
@@ -368,7 +368,7 @@ def test_sgd_minibatch_divergence_names_the_batch():
     net, data = small_problem()
     model = fs.load_model("unnormalized", lam=0.0)
     with pytest.raises(fs.SolveError) as excinfo:
-        sgd(model, net, data, model.init(net, key=0), lr=1e6, steps=30, batch_size=3, seed=0)
+        sgd(model, net, data, model.init(net, seed=0), lr=1e6, steps=30, batch_size=3, seed=0)
     assert "diverged at step" in str(excinfo.value) and "batch_size = 3" in str(excinfo.value)
 
 
@@ -376,7 +376,7 @@ def test_step_limit_says_how_to_fix():
     net, data = small_problem()
     model = fs.load_model("unnormalized", lam=0.1)
     with pytest.raises(fs.SolveError) as excinfo:
-        fs.simulate(model, net, data, model.init(net, key=0), t1=100.0, max_steps=2, progress=False)
+        fs.simulate(model, net, data, model.init(net, seed=0), t1=100.0, max_steps=2, progress=False)
     msg = str(excinfo.value)
     assert "max_steps = 2" in msg and "raise max_steps" in msg and "t =" in msg, msg
     partial = excinfo.value.partial
@@ -386,7 +386,7 @@ def test_step_limit_says_how_to_fix():
 def test_non_finite_field_raises_solve_error_bdf():
     net, data = small_problem()
     model = fs.load_model("unnormalized", lam=0.0)
-    state = model.init(net, key=0, scale=1e200)  # a valid scale whose field overflows
+    state = model.init(net, seed=0, scale=1e200)  # a valid scale whose field overflows
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(fs.SolveError) as excinfo:
@@ -399,7 +399,7 @@ def test_non_finite_field_raises_solve_error_bdf():
 def test_non_finite_field_raises_solve_error_diffrax():
     net, data = small_problem()
     model = fs.load_model("unnormalized", lam=0.0)
-    state = model.init(net, key=0, scale=1e200)
+    state = model.init(net, seed=0, scale=1e200)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(fs.SolveError) as excinfo:
@@ -442,7 +442,7 @@ def test_simulate_is_bit_identical():
 def test_sgd_with_minibatches_is_bit_identical_per_seed():
     net, data = small_problem()
     model = fs.load_model("weightnorm", lam=0.1)
-    state = model.init(net, key=2)
+    state = model.init(net, seed=2)
     a, b, c = (sgd(model, net, data, state, lr=0.01, steps=20, batch_size=3, seed=s) for s in (7, 7, 8))
     _same(a, b)
     assert not np.array_equal(np.asarray(a.rho), np.asarray(c.rho))  # the seed is used
@@ -452,9 +452,9 @@ def test_init_and_datasets_are_deterministic():
     net = fs.Network((3, 4, 2, 1))
     for name in MODELS:
         model = fs.load_model(name)
-        _same(model.init(net, key=5), model.init(net, key=5))
-        _same(model.init(net, key=5), model.init(net, key=jax.random.PRNGKey(5)))
-        assert not np.array_equal(np.asarray(model.init(net, key=5).V[0]), np.asarray(model.init(net, key=6).V[0]))
+        _same(model.init(net, seed=5), model.init(net, seed=5))
+        _same(model.init(net, seed=5), model.init(net, seed=jax.random.PRNGKey(5)))
+        assert not np.array_equal(np.asarray(model.init(net, seed=5).V[0]), np.asarray(model.init(net, seed=6).V[0]))
     d1, d2 = fs.datasets.gaussian_clusters(n=8, dim=3, seed=9), fs.datasets.gaussian_clusters(n=8, dim=3, seed=9)
     assert d1.x.tobytes() == d2.x.tobytes() and d1.y.tobytes() == d2.y.tobytes()
     assert d1.x.tobytes() != fs.datasets.gaussian_clusters(n=8, dim=3, seed=10).x.tobytes()
@@ -560,17 +560,17 @@ def test_rho_reaches_rho_eq_at_steady_state(lam, seed):
 
 
 # ==== 5. result files on disk ==========================================================================
-def _tiny_result(version=_sweep.FORMAT_VERSION):
+def _tiny_result(version=_result.FORMAT_VERSION):
     """A small valid sweep result built without running a sweep (no JAX compilation)."""
     import xarray as xr
 
     net = fs.Network((2, 2, 1))
     model = fs.load_model("unnormalized")
     time_axis = np.array([0.0, 0.5, 1.0])
-    attrs = {"format": _sweep.FORMAT, "format_version": version, "sweep_hash": "x", "model": model.name,
+    attrs = {"format": _result.FORMAT, "format_version": version, "sweep_hash": "x", "model": model.name,
              "loss": model.loss, "per_layer": 1, "depth": net.depth, "solver": "tsit5", "smoothing": 0.0,
              "rtol": 1e-6, "atol": 1e-9, "t1": 1.0}
-    ds = _sweep._empty_dataset(xr, net, model, 2, time_axis, 4, np.arange(2), np.zeros(2), None, None, attrs)
+    ds = _result.empty_dataset(xr, net, model, 2, time_axis, 4, np.arange(2), np.zeros(2), None, None, attrs)
     ds["rho"].values[:] = 1.0
     ds["status"].values[:] = 0
     return fs.SweepResult(ds)
@@ -616,7 +616,7 @@ def test_load_garbage_and_foreign_files(tmp_path):
         fs.load(foreign)
 
 
-@pytest.mark.parametrize("version", [_sweep.FORMAT_VERSION + 1, 0])
+@pytest.mark.parametrize("version", [_result.FORMAT_VERSION + 1, 0])
 def test_load_wrong_format_version(tmp_path, version):
     path = tmp_path / "res.nc"
     _tiny_result(version=version).save(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flowsim import _reproduce as R
+from flowsim import _experiments as R
 from flowsim.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -8,8 +8,8 @@ from jax.flatten_util import ravel_pytree
 from scipy.integrate import solve_ivp
 
 import flowsim as fs
-from flowsim import _sgd
-from flowsim._trajectory import Trajectory, observe
+from flowsim._discrete import _batchnorm, _sgd
+from flowsim._solver import Trajectory, observe
 
 MODELS = ("unnormalized", "weightnorm", "normalized")
 
@@ -65,7 +65,7 @@ LRS = (5e-3, 2.5e-3, 1.25e-3)
 def test_gd_converges_to_flow_at_first_order_linear(name, small):
     net = fs.Network((4, 5, 1), activation="linear")
     model = fs.load_model(name, lam=0.1)
-    s0 = model.init(net, key=1, scale=1.0)
+    s0 = model.init(net, seed=1, scale=1.0)
     ts = np.linspace(0.0, 0.5, 11)
     flow = scipy_flow(model, net, small, s0, ts)
     runs = gd_runs(model, net, small, s0, 0.5, LRS)
@@ -85,7 +85,7 @@ def test_gd_converges_to_flow_at_first_order_relu_without_switches(name):
     data = fs.datasets.gaussian_clusters(n=8, dim=4, seed=3)
     net = fs.Network((4, 3, 1))
     model = fs.load_model(name, lam=0.1)
-    s0 = model.init(net, key=5, scale=1.0)
+    s0 = model.init(net, seed=5, scale=1.0)
     ts = np.linspace(0.0, 0.5, 11)
     flow = scipy_flow(model, net, data, s0, ts)
     z = jax.vmap(lambda *V: net.preactivations(V, jnp.asarray(data.x))[0])(*flow.V)
@@ -97,7 +97,7 @@ def test_gd_converges_to_flow_at_first_order_relu_without_switches(name):
 def test_gd_converges_to_fs_simulate(small):
     net = fs.Network((4, 5, 1), activation="linear")
     model = fs.load_model("normalized", lam=0.1)
-    s0 = model.init(net, key=0)  # on average separable, so fs.simulate does not warn
+    s0 = model.init(net, seed=0)  # on average separable, so fs.simulate does not warn
     ts = np.linspace(0.0, 0.5, 11)
     flow = fs.simulate(model, net, small, s0, t1=0.5, ts=ts, rtol=1e-10, atol=1e-12)
     ref = scipy_flow(model, net, small, s0, ts)
@@ -110,7 +110,7 @@ def test_minibatch_scaling_and_momentum_keep_flow_time(small):
     """SGD (batch sum × N/|B|) tracks the flow at t = lr·step; heavy-ball with lr(1−μ) too."""
     net = fs.Network((4, 5, 1), activation="linear")
     model = fs.load_model("unnormalized", lam=0.1)
-    s0 = model.init(net, key=1)
+    s0 = model.init(net, seed=1)
     ts = np.linspace(0.0, 0.5, 11)
     flow = scipy_flow(model, net, small, s0, ts)
     lr = 2.5e-4
@@ -134,7 +134,7 @@ def wd_runs():
     data = fs.datasets.gaussian_clusters(n=32, dim=8, seed=0)
     net = fs.Network((8, 16, 1))
     model = fs.load_model("unnormalized", lam=0.5)
-    s0 = model.init(net, key=0)
+    s0 = model.init(net, seed=0)
     kw = dict(lr=0.02, steps=8000, record_every=50)
     gd = fs.sgd(model, net, data, s0, **kw)
     sgds = [fs.sgd(model, net, data, s0, batch_size=4, seed=seed, **kw) for seed in (0, 1)]
@@ -158,7 +158,7 @@ def test_sgd_with_weight_decay_has_lower_stable_rank(wd_runs):
     def late_stable_rank(run):
         q = len(run) * 3 // 4
         W = run.rho_k[q:, 0, None, None] * run.V[0][q:]
-        return float(jnp.mean(_sgd.stable_rank(W)))
+        return float(jnp.mean(fs._discrete.stable_rank(W)))
 
     r_gd = late_stable_rank(gd)
     r_sgd = np.mean([late_stable_rank(run) for run in sgds])
@@ -167,7 +167,7 @@ def test_sgd_with_weight_decay_has_lower_stable_rank(wd_runs):
 
 def test_stable_rank_closed_form():
     W = jnp.diag(jnp.array([3.0, 1.0, 0.0]))
-    assert float(_sgd.stable_rank(W)) == pytest.approx(10.0 / 9.0)
+    assert float(fs._discrete.stable_rank(W)) == pytest.approx(10.0 / 9.0)
 
 
 # ---- batch normalization ---------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def bn_problem():
 def test_batchnorm_training_keeps_rho_finite_and_learns(bn_problem):
     data, net = bn_problem
     model = fs.load_model("normalized", lam=1e-2)
-    s0 = model.init(net, key=0)
+    s0 = model.init(net, seed=0)
     run = fs.sgd(model, net, data, s0, lr=2e-3, steps=3000, batch_size=16, record_every=30, batchnorm=True)
     rho = np.asarray(run.rho)
     assert np.all(np.isfinite(rho)) and rho.max() < 2 * rho[0] and rho[-1] > 0
@@ -195,20 +195,20 @@ def test_batchnorm_training_keeps_rho_finite_and_learns(bn_problem):
 def test_batchnorm_forward_is_row_scale_invariant(bn_problem):
     data, net = bn_problem
     model = fs.load_model("normalized")
-    s0 = model.init(net, key=1)
-    spec = _sgd._Spec("batchnorm", net, model.regime, "square", data.n, None, False, 1, False, False, 0.1, 0.0)
-    raw = _sgd._to_raw("batchnorm", s0, False, net.widths)
+    s0 = model.init(net, seed=1)
+    spec = _sgd._Spec(net, model.regime, "square", data.n, None, False, 1, False, None, affine=False, bn_eps=0.0)
+    raw = _batchnorm.bn_raw(s0, False, net.widths)
     x = jnp.asarray(data.x)
-    u, _ = _sgd._bn_forward(spec, raw, x)
+    u, _ = _batchnorm.bn_forward(spec, raw, x)
     scaled = dict(raw, W=(raw["W"][0] * jnp.linspace(0.5, 3.0, 16)[:, None], raw["W"][1] * 7.0, raw["W"][2]))
-    u2, _ = _sgd._bn_forward(spec, scaled, x)
+    u2, _ = _batchnorm.bn_forward(spec, scaled, x)
     np.testing.assert_allclose(np.asarray(u2), np.asarray(u), rtol=1e-10, atol=1e-12)
 
 
 def test_batchnorm_affine_option(bn_problem):
     data, net = bn_problem
     model = fs.load_model("normalized", lam=1e-2)
-    s0 = model.init(net, key=0)
+    s0 = model.init(net, seed=0)
     run = fs.sgd(model, net, data, s0, lr=2e-3, steps=600, record_every=100, batchnorm=True, bn_affine=True)
     assert run.stats["bn_affine"] is True
     # weight decay on the gains γ = 1 (32 of them) is part of the loss
@@ -222,7 +222,7 @@ def test_batchnorm_affine_option(bn_problem):
 def basic(small):
     net = fs.Network((4, 5, 1))
     model = fs.load_model("unnormalized", lam=1e-2)
-    return model, net, small, model.init(net, key=0)
+    return model, net, small, model.init(net, seed=0)
 
 
 def test_record_every_thins_and_keeps_the_last_step(basic):
@@ -273,7 +273,7 @@ def test_normalized_and_weightnorm_steps(small):
     x, y = jnp.asarray(small.x), jnp.asarray(small.y)
     # normalized: GD on (ρ, V) of ρ f(V/‖V‖) + λρ², then V ← V/‖V‖
     model = fs.load_model("normalized", lam=0.1)
-    s0 = model.init(net, key=3)
+    s0 = model.init(net, seed=3)
 
     def Ln(rho, V):
         Vh = tuple(v / jnp.linalg.norm(v) for v in V)
@@ -288,7 +288,7 @@ def test_normalized_and_weightnorm_steps(small):
     assert one.rho_k is None
     # weightnorm: GD on (g, v), W_k = g_k v_k/‖v_k‖, weight decay λ Σ g_k²
     model = fs.load_model("weightnorm", lam=0.1)
-    s0 = model.init(net, key=3)
+    s0 = model.init(net, seed=3)
 
     def Lw(g, v):
         W = tuple(gk * vk / jnp.linalg.norm(vk) for gk, vk in zip(g, v))
@@ -386,7 +386,7 @@ def test_compare_identical_and_interpolated(basic):
 def test_compare_normalized_run_with_batchnorm_run_shapes(bn_problem):
     data, net = bn_problem
     model = fs.load_model("normalized", lam=1e-2)
-    s0 = model.init(net, key=0)
+    s0 = model.init(net, seed=0)
     flow_like = fs.sgd(model, net, data, s0, lr=2e-3, steps=20, record_every=10)
     bn = fs.sgd(model, net, data, s0, lr=2e-3, steps=20, record_every=10, batchnorm=True)
     c = fs.compare(flow_like, bn)

@@ -21,14 +21,14 @@ def _problem(activation="linear", name="normalized"):
     data = fs.datasets.gaussian_clusters(n=10, dim=3, seed=0)
     net = fs.Network((3, 4, 1), activation)
     model = fs.load_model(name, lam=1e-2)
-    states = [model.init(net, key=k, scale=0.5) for k in range(3)]
+    states = [model.init(net, seed=k, scale=0.5) for k in range(3)]
     return data, net, model, states
 
 
 @pytest.fixture(scope="module")
 def linear_sweep():
     data, net, model, states = _problem()
-    res = fs.sweep(model, net, data, states, T1, TS, lam=LAMS, scale=[0.5] * 3, seed=[0, 1, 2])
+    res = fs.sweep(model, net, data, states, t1=T1, ts=TS, lam=LAMS, scale=[0.5] * 3, seed=[0, 1, 2])
     return data, net, model, states, res
 
 
@@ -53,7 +53,7 @@ def test_members_equal_single_runs_lambda_sweep(linear_sweep):
     assert list(ds["lam"].values) == LAMS * 3 and list(ds["seed"].values) == [0, 0, 1, 1, 2, 2]
     for i in (0, 5):
         j, lam = int(ds["state_index"][i]), float(ds["lam"][i])
-        traj = fs.simulate(fs.load_model("normalized", lam=lam), net, data, states[j], T1, TS, solver="tsit5")
+        traj = fs.simulate(fs.load_model("normalized", lam=lam), net, data, states[j], t1=T1, ts=TS, solver="tsit5")
         _assert_member_equals(res, i, traj, 1e-10)
 
 
@@ -62,9 +62,9 @@ def test_per_layer_members_equal_single_runs_and_stacked_states():
     data, net, model, states = _problem(name="unnormalized")
     ts = np.linspace(0.0, 3.0, 7)  # stops before t1: the state at t1 is saved too, as in simulate
     stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
-    res = fs.sweep(model, net, data, stacked, 4.0, ts)
+    res = fs.sweep(model, net, data, stacked, t1=4.0, ts=ts)
     assert res.ds.sizes["time"] == 8 and "rho_k" in res.ds
-    traj = fs.simulate(model, net, data, states[2], 4.0, ts, solver="tsit5")
+    traj = fs.simulate(model, net, data, states[2], t1=4.0, ts=ts, solver="tsit5")
     _assert_member_equals(res, 2, traj, 1e-10)
 
 
@@ -73,8 +73,8 @@ def test_relu_member_matches_single_run():
     # With a smoothed ReLU the field is stiff near kinks, which amplifies round-off between the vmapped and
     # the single compiled programs (same step counts; differences ~1e-9): checked to 1e-7 here.
     data, net, model, states = _problem(activation="relu")
-    res = fs.sweep(model, net, data, states[:2], T1, TS, smoothing=0.1)
-    traj = fs.simulate(model, net, data, states[0], T1, TS, solver="tsit5", smoothing=0.1)
+    res = fs.sweep(model, net, data, states[:2], t1=T1, ts=TS, smoothing=0.1)
+    traj = fs.simulate(model, net, data, states[0], t1=T1, ts=TS, solver="tsit5", smoothing=0.1)
     _assert_member_equals(res, 0, traj, 1e-7)
     assert res.trajectory(0).stats["accepted_steps"] == traj.stats["accepted_steps"]
 
@@ -124,17 +124,17 @@ def test_interrupted_sweep_resumes_without_recomputing(linear_sweep, tmp_path):
         raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        fs.sweep(model, net, data, states, T1, TS, path=path, _on_chunk=stop_after_first, **kwargs)
+        fs.sweep(model, net, data, states, t1=T1, ts=TS, path=path, _on_chunk=stop_after_first, **kwargs)
     partial = fs.load(path)
     assert not partial.complete
     assert list(partial.ds["status"].values[:2]) == [0, 0] and (partial.ds["status"].values[2:] == -1).all()
 
     computed = []
-    res = fs.sweep(model, net, data, states, T1, TS, path=path, _on_chunk=computed.append, **kwargs)
+    res = fs.sweep(model, net, data, states, t1=T1, ts=TS, path=path, _on_chunk=computed.append, **kwargs)
     assert computed == [1, 2] and res.complete
     assert fs.load(path).ds.identical(res.ds)
     again = []
-    fs.sweep(model, net, data, states, T1, TS, path=path, _on_chunk=again.append, **kwargs)
+    fs.sweep(model, net, data, states, t1=T1, ts=TS, path=path, _on_chunk=again.append, **kwargs)
     assert again == []  # a finished file is not recomputed
 
     for name in ("rho", "margins", "loss", "rho_eq", "V_1", "V_2"):
@@ -142,19 +142,19 @@ def test_interrupted_sweep_resumes_without_recomputing(linear_sweep, tmp_path):
     np.testing.assert_array_equal(res.ds["status"].values, whole.ds["status"].values)
 
     with pytest.raises(fs.ResultFileError, match="different sweep"):
-        fs.sweep(model, net, data, states, T1, TS, path=path, chunk_size=2, lam=[0.06])
+        fs.sweep(model, net, data, states, t1=T1, ts=TS, path=path, chunk_size=2, lam=[0.06])
 
 
 def test_bad_arguments():
     data, net, model, states = _problem()
     with pytest.raises(fs.InputError, match="`solver`"):
-        fs.sweep(model, net, data, states, T1, TS, solver="bdf")
+        fs.sweep(model, net, data, states, t1=T1, ts=TS, solver="bdf")
     with pytest.raises(fs.InputError, match="`states`"):
-        fs.sweep(model, net, data, [], T1, TS)
+        fs.sweep(model, net, data, [], t1=T1, ts=TS)
     with pytest.raises(fs.InputError, match="`seed`"):
-        fs.sweep(model, net, data, states, T1, TS, seed=[1, 2])
+        fs.sweep(model, net, data, states, t1=T1, ts=TS, seed=[1, 2])
     with pytest.raises(fs.InputError, match="`lam`"):
-        fs.sweep(model, net, data, states, T1, TS, lam=[-1.0])
+        fs.sweep(model, net, data, states, t1=T1, ts=TS, lam=[-1.0])
 
 
 _CHILD = """
@@ -163,8 +163,8 @@ import flowsim as fs
 data = fs.datasets.gaussian_clusters(n=10, dim=3, seed=0)
 net = fs.Network((3, 4, 1), "linear")
 model = fs.load_model("normalized", lam=1e-2)
-states = [model.init(net, key=k, scale=0.5) for k in range(3)]
-res = fs.sweep(model, net, data, states, 5.0, np.linspace(0.0, 5.0, 11), lam=[1e-2, 1e-1],
+states = [model.init(net, seed=k, scale=0.5) for k in range(3)]
+res = fs.sweep(model, net, data, states, t1=5.0, ts=np.linspace(0.0, 5.0, 11), lam=[1e-2, 1e-1],
                scale=[0.5] * 3, seed=[0, 1, 2], chunk_size=3, path=sys.argv[1])
 print(json.dumps({"devices": len(jax.devices()), "complete": res.complete}))
 """

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._errors import fail
+from .._errors import fail
 
 ACTIVATIONS = ("relu", "linear")
 

@@ -17,46 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 
 import sympy as sp
 
-from ._errors import FlowsimError
-
-# The symbols every derivation uses.
-u, y, f, rho, s, s_j, theta, lam, t = sp.symbols("u y f rho rho_k rho_j theta lambda t", real=True)
-rho_rest = sp.Symbol("rho_rest", positive=True)
-n_idx, N = sp.symbols("n N", integer=True, positive=True)
-f_n, y_n, G_n = sp.IndexedBase("f"), sp.IndexedBase("y"), sp.IndexedBase(r"\partial f / \partial V_k")
-
-LOSSES: dict[str, sp.Expr] = {
-    "square": (y - u) ** 2,
-    "exponential": sp.exp(-y * u),
-    "logistic": sp.log(1 + sp.exp(-y * u)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Regime:
-    """The ingredients of one regime, declared in ``models/<name>.py``.
-
-    **Arguments:**
-
-    - `name`: the name ``load_model`` knows it by.
-    - `description`: one line for users.
-    - `per_layer`: ``True`` for one scale ``ρ_k`` per layer, ``False`` for one shared scale ``ρ``.
-    - `embedding`: ``(s, θ) -> tuple`` of sympy expressions, the raw Euclidean coordinates of one layer's
-      parameters in terms of its scale ``s`` (per-layer models) and a direction angle ``θ``.
-      Shared-scale models ignore ``s``: their ``ρ`` is itself a Euclidean coordinate.
-    - `regularizer`: ``(s, λ) -> expr``, the weight decay of one layer (per-layer models, summed over
-      layers) or of the shared scale ``ρ``.
-    """
-
-    name: str
-    description: str
-    per_layer: bool
-    embedding: Callable[[sp.Symbol, sp.Symbol], tuple]
-    regularizer: Callable[[sp.Symbol, sp.Symbol], sp.Expr]
+from .._errors import FlowsimError
+from ._regime import Regime
+from ._symbols import LOSSES, G_n, N, f, f_n, lam, n_idx, rho, rho_rest, s, s_j, t, theta, u, y, y_n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +58,7 @@ def _metric_factors(regime: Regime):
     return sp.Integer(1), sp.simplify(1 / (J.T * J)[0, 0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def derive(regime: Regime, loss: str) -> Derivation:
     """Derive the flow of `regime` under `loss` (cached: sympy work happens once per pair)."""
     ell = LOSSES[loss]
@@ -160,55 +126,3 @@ def derive(regime: Regime, loss: str) -> Derivation:
         relaxation_rate=relaxation_rate,
         singular_without_decay=vanish,
     )
-
-
-def aggregate(expr: sp.Expr):
-    """Write ``Σ_n expr(f_n, y_n)`` with aggregates ``M_{a,b} = Σ_n f_n^a y_n^b`` (y² = 1), if polynomial.
-
-    **Returns:** ``(sum_expr, {symbol: (a, b)})`` or ``None`` when `expr` is not polynomial in ``f, y``.
-    """
-    expr = sp.expand(expr)
-    try:
-        poly = sp.Poly(expr, f, y)
-    except sp.PolynomialError:
-        return None
-    if not all(c.is_polynomial(f, y) is not False and not c.has(f, y) for c in poly.coeffs()):
-        return None
-    total, used = sp.Integer(0), {}
-    for (a, b), c in zip(poly.monoms(), poly.coeffs()):
-        if a == 0 and b % 2 == 0:
-            total += c * N  # Σ_n 1 = N
-            continue
-        M = sp.Symbol(f"M_{a}{b % 2}")
-        used[M] = (a, b % 2)
-        total += c * M
-    return sp.simplify(total), used
-
-
-def rho_equilibrium(deriv: Derivation, per_layer: bool, depth: int):
-    """The scale ρ_eq at which the scale equation vanishes with V fixed (balanced layers when per-layer).
-
-    **Returns:** ``(expr, aggregates)`` for a closed form in ``M_{a,b}`` and λ, or ``None`` when there is
-    no closed form (then the compiled model finds the root numerically).
-    """
-    if per_layer:
-        # ρ_k ṡ_k with every ρ_k = ρ^{1/L}.
-        eq = sp.expand((deriv.scale_sample * s).subs(s, rho ** sp.Rational(1, depth)))
-        reg = sp.expand((deriv.scale_reg * s).subs(s, rho ** sp.Rational(1, depth)))
-    else:
-        eq, reg = deriv.scale_sample, deriv.scale_reg
-    agg = aggregate(eq)
-    if agg is None:
-        return None
-    total, used = agg
-    total = sp.expand(total + reg)
-    if per_layer:
-        total = sp.expand(total / rho)  # drop the trivial root ρ = 0
-    try:
-        poly = sp.Poly(total, rho)
-    except sp.PolynomialError:
-        return None
-    if poly.degree() != 1:
-        return None
-    a1, a0 = poly.all_coeffs()
-    return sp.simplify(-a0 / a1), used

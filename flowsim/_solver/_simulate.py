@@ -13,7 +13,6 @@ solvers stay available through `solver` (and are what ``fs.sweep`` vmaps).
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 
@@ -22,156 +21,17 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from threadpoolctl import threadpool_limits
 
-from ._data import Dataset
-from ._errors import SolveError, check_int, check_real, fail
-from ._model import Model, check_problem, check_state, field
-from ._network import Network
-from ._state import State
-from ._trajectory import Trajectory, observe
-
-SCIPY_SOLVERS = {"bdf": "BDF", "lsoda": "LSODA", "radau": "Radau"}
-DIFFRAX_SOLVERS = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
-SOLVERS = ("auto", *SCIPY_SOLVERS, *DIFFRAX_SOLVERS)
-DEFAULT_SMOOTHING = 1e-5  # measured: 1e-4 can follow a different sliding path (8% off at t = 2 on the stall case)
-
-
-def check_times(t1, ts):
-    """Validate `t1` and `ts`; return ``(t1, ts as float64 numpy array or None)``."""
-    t1 = check_real("t1", t1, "a finite end time > 0", lambda v: v > 0)
-    if ts is None:
-        return t1, None
-    arr = np.asarray(ts, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise fail("ts", ts, "a non-empty 1-D array of save times")
-    if not np.all(np.isfinite(arr)):
-        raise fail("ts", ts, "finite save times")
-    if arr[0] < 0 or arr[-1] > t1:
-        raise fail("ts", f"times in [{arr[0]:g}, {arr[-1]:g}]", f"times within [0, t1] = [0, {t1:g}]")
-    if arr.size > 1 and np.any(np.diff(arr) <= 0):
-        raise fail("ts", ts, "strictly increasing save times")
-    return t1, arr
-
-
-def check_solve(model, net, data, t1, ts, rtol, atol, solver, solvers, max_steps, smoothing):
-    """Validate what every solve takes (before any tracing).
-
-    **Returns:** ``(t1, ts, rtol, atol, eps)`` with `ts` defaulted to :func:`default_ts` and `eps` the
-    smoothing width (``None`` for the raw field).
-    """
-    if not isinstance(model, Model):
-        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
-    check_problem(net, data)
-    t1, ts = check_times(t1, ts)
-    rtol = check_real("rtol", rtol, "a tolerance > 0", lambda v: v > 0)
-    atol = check_real("atol", atol, "a tolerance > 0", lambda v: v > 0)
-    if not isinstance(solver, str) or solver not in solvers:
-        raise fail("solver", solver, f"one of {tuple(solvers)}")
-    check_int("max_steps", max_steps, "an integer >= 1", lambda v: v >= 1)
-    if isinstance(smoothing, str) and smoothing == "auto":
-        eps = DEFAULT_SMOOTHING if net.activation == "relu" else None
-    elif smoothing is None or (not isinstance(smoothing, str) and smoothing == 0):
-        eps = None
-    else:
-        eps = check_real("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
-    return t1, default_ts(t1) if ts is None else ts, rtol, atol, eps
-
-
-def default_ts(t1: float, n: int = 200) -> np.ndarray:
-    """The automatic save grid: t = 0 and log-spaced times from t1·1e-4 to t1."""
-    ts = np.concatenate([[0.0], np.logspace(math.log10(t1) - 4, math.log10(t1), n - 1)])
-    ts[-1] = t1  # 10**log10(t1) can round past t1, which diffrax rejects
-    return ts
-
-
-def _template(model: Model, net: Network) -> State:
-    V = tuple(jnp.zeros(shape) for shape in net.shapes)
-    return State(V, jnp.zeros(()), jnp.zeros(net.depth) if model.per_layer else None)
-
-
-def unraveler(model: Model, net: Network):
-    """The map from the flat coordinate vector back to a State (fixed by the model and the network)."""
-    return ravel_pytree(_template(model, net))[1]
-
-
-def flat_field(model: Model, net: Network, x, y, z, eps):
-    """The field on the flat coordinate vector `z` (traceable): what every simulate solver integrates."""
-    return ravel_pytree(field(model, net, x, y, unraveler(model, net)(z), eps))[0]
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled_flat(regime, loss: str, net: Network, eps: float | None):
-    """Jitted ``(F, J, pre)`` on flat vectors for one (regime, loss, network, ε), compiled once per data shape.
-
-    λ, the data and the point are arguments, so new λ or data do not recompile. Plain `jax.jit` with every
-    static part closed over keeps a call at ~10 µs of dispatch (``eqx.filter_jit`` re-partitions its
-    arguments on every call, ~0.2 ms, which dominated the cheap field). The Jacobian is reverse-mode: ~1.5×
-    faster than forward mode on these square systems.
-    """
-
-    def F(lam, x, y, z):
-        return flat_field(Model(regime, lam, loss), net, x, y, z, eps)
-
-    def pre(x, z):
-        return _preacts(net, unraveler(Model(regime, 0.0, loss), net)(z).V, x)
-
-    return jax.jit(F), jax.jit(jax.jacrev(F, argnums=3)), jax.jit(pre)
-
-
-class _Flat:
-    """The model's field on a flat vector (jitted), with its Jacobian and pre-activation diagnostics."""
-
-    def __init__(self, model: Model, net: Network, data: Dataset, state: State, eps: float | None):
-        self.z0, self.unravel = ravel_pytree(state)[0], unraveler(model, net)  # the map the compiled field uses
-        x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-        self.model, self.net, self.x, self.y = model, net, x, y
-        F, J, pre = _compiled_flat(model.regime, model.loss, net, eps)
-        lam = model.lam
-        self.F = lambda z: F(lam, x, y, z)
-        self.J = lambda z: J(lam, x, y, z)
-        self.pre = lambda z: pre(x, z)
-
-
-def _preacts(net: Network, V, x):
-    zs = net.preactivations(V, x)
-    return jnp.concatenate([z.ravel() for z in zs]) if zs else jnp.zeros((0,))
-
-
-def project_states(states: State, balance0=None, rate=0.0, ts=None, enforce_balance: bool = True):
-    """Put time-stacked states back on their manifolds (traceable; shared by simulate and sweep).
-
-    Directions are scaled to unit norm with the norms folded into the scales (the network function is
-    unchanged, by homogeneity). For per-layer models with a layer-balance law (`balance0` = ρ_k(0)², `rate`
-    = the derived c) the deviation from ``ρ_k² − ρ_1² = (ρ_k(0)² − ρ_1(0)²) e^{c t}`` is measured, and
-    with `enforce_balance` the scales are put on that manifold, keeping ``Σ_k ρ_k²``.
-
-    **Returns:** ``(states, norm_drift, balance_drift)``; the drifts are maxima over time (0 if not defined).
-    """
-    norms = jnp.stack([jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=1) for v in states.V], axis=1)
-    V = tuple(v / n[:, None, None] for v, n in zip(states.V, norms.T))
-    norm_drift = jnp.max(jnp.abs(norms - 1.0))
-    if states.rho_k is None:
-        return State(V, states.rho * jnp.prod(norms, axis=1), None), norm_drift, jnp.zeros(())
-    rk = states.rho_k * norms
-    balance_drift = jnp.zeros(())
-    if balance0 is not None and rk.shape[1] > 1:
-        sq = rk**2
-        c = (balance0 - jnp.mean(balance0))[None, :] * jnp.exp(rate * jnp.asarray(ts))[:, None]
-        target = jnp.mean(sq, axis=1, keepdims=True) + c
-        balance_drift = jnp.max(jnp.abs(sq - target) / jnp.max(sq, axis=1, keepdims=True))
-        if enforce_balance:
-            rk = jnp.sqrt(jnp.maximum(target, 0.0))
-    return State(V, jnp.prod(rk, axis=1), rk), norm_drift, balance_drift
-
-
-def balance_law(model: Model, rho_k0):
-    """``(ρ_k(0)², c)`` of the derived layer-balance law, or ``(None, 0.0)`` where the model has none."""
-    if rho_k0 is None or not model.per_layer or model.derivation.invariant is None:
-        return None, 0.0
-    return rho_k0**2, model.invariant_rate()
-
+from .._data import Dataset
+from .._errors import SolveError, check_real
+from .._model import Model, Network, State, check_state
+from ._diffrax import diffrax_solve
+from ._flat import Flat, flat_field
+from ._observables import observe
+from ._options import SCIPY_SOLVERS, SOLVERS, check_solve
+from ._projection import balance_law, project_states
+from ._trajectory import Trajectory
 
 BDF_NEWTON_ITERATIONS = 8  # scipy's default of 4 often fails to converge near kinks (see _bdf_setup)
 
@@ -206,6 +66,7 @@ def simulate(
     net: Network,
     data: Dataset,
     state: State,
+    *,
     t1: float,
     ts=None,
     rtol: float = 1e-6,
@@ -259,7 +120,7 @@ def simulate(
     solver = "bdf" if solver == "auto" else solver
     _warn_if_not_separable(model, net, data, state)
 
-    flat = _Flat(model, net, data, state, eps)
+    flat = Flat(model, net, data, state, eps)
     f0 = np.asarray(flat.F(flat.z0))
     if not np.all(np.isfinite(f0)):
         partial = _trajectory(model, net, data, state, flat, np.array([0.0]), np.asarray(flat.z0)[None],
@@ -420,32 +281,6 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
         final_speed=float(np.linalg.norm(fun(integ.t, z_saved[-1]))),
     )
     return np.asarray(t_saved), np.stack(z_saved), stats
-
-
-def diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state=False, steady_tol=1e-6,
-                  progress_meter=None):
-    """One pure diffrax solve of ``ż = F(z)`` saving at `ts` and at the end (vmappable; used by sweeps)."""
-    term = dfx.ODETerm(lambda t, z, args: F(z))
-    event = None
-    if steady_state:
-        def cond(t, z, args, **kwargs):
-            return jnp.linalg.norm(F(z)) <= steady_tol * (1.0 + jnp.linalg.norm(z))
-
-        event = dfx.Event(cond)
-    return dfx.diffeqsolve(
-        term,
-        DIFFRAX_SOLVERS[solver](),
-        0.0,
-        t1,
-        None,
-        z0,
-        saveat=dfx.SaveAt(ts=jnp.asarray(ts), t1=True),
-        stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
-        event=event,
-        throw=False,
-        progress_meter=progress_meter if progress_meter is not None else dfx.NoProgressMeter(),
-    )
 
 
 @eqx.filter_jit

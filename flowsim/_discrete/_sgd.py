@@ -1,13 +1,16 @@
-"""Discrete GD/SGD on the same network, in each model's own parametrization, compiled with ``lax.scan``.
+"""Discrete GD/SGD on the same network, in each regime's own raw coordinates, compiled with ``lax.scan``.
 
-Each regime's GD step uses the exact gradient of the loss of theory.md in that regime's raw coordinates,
-which is the gradient the flow follows, so the run approximates the flow at ``t = lr · step``:
+A regime's GD step uses the exact gradient of the loss of theory.md in the raw coordinates its embedding
+declares (see :mod:`flowsim._discrete._raw`), which is the gradient the flow follows, so the run approximates
+the flow at ``t = lr · step``. For the installed regimes:
 
-- ``unnormalized``: GD on ``W_k`` with weight decay ``λ Σ_k ‖W_k‖²``;
-- ``weightnorm``: GD on ``(g_k, v_k)`` with ``W_k = g_k v_k / ‖v_k‖`` and weight decay ``λ Σ_k g_k²``;
-- ``normalized``: GD on ``(ρ, V_k)`` with the output ``ρ f(V_1/‖V_1‖, …)`` (so the gradient in ``V_k`` is
-  tangent to the sphere) and weight decay ``λ ρ²``, then each ``V_k`` retracted to the unit sphere
-  (the normalization the model stands for; the retraction is the step's only departure from plain GD);
+- ``unnormalized`` (embedding ``(s cos θ, s sin θ)``): GD on ``W_k`` with weight decay ``λ Σ_k ‖W_k‖²``;
+- ``weightnorm`` (``(s, cos θ, sin θ)``): GD on ``(g_k, v_k)`` with ``W_k = g_k v_k / ‖v_k‖`` and weight decay
+  ``λ Σ_k g_k²``;
+- ``normalized`` (shared ``ρ``, ``(cos θ, sin θ)``, ``retraction=True``): GD on ``(ρ, V_k)`` with the output
+  ``ρ f(V_1/‖V_1‖, …)`` (so the gradient in ``V_k`` is tangent to the sphere) and weight decay ``λ ρ²``, then
+  each ``V_k`` retracted to the unit sphere (the normalization the model stands for; the retraction is the
+  step's only departure from plain GD);
 - ``batchnorm=True``: a real batch-normalized network trained with weight decay on all its weights.
 
 A minibatch ``B`` contributes ``N/|B| Σ_{n∈B} ℓ(u_n, y_n)``, so a full batch is exactly GD on ``L``.
@@ -15,29 +18,24 @@ A minibatch ``B`` contributes ``N/|B| Σ_{n∈B} ℓ(u_n, y_n)``, so a full batc
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
 
-from . import _symbolic as sym
-from ._data import Dataset
-from ._errors import SolveError, check_int, check_real, fail
-from ._model import Model, _compiled, check_problem, check_state
-from ._network import Network
-from ._state import State
-from ._trajectory import Trajectory
-
-SUPPORTED = ("normalized", "unnormalized", "weightnorm")
+from .. import _symbolic as sym
+from .._data import Dataset
+from .._errors import FlowsimError, SolveError, check_int, check_real, fail
+from .._model import Model, Network, State, check_problem, check_state, compiled
+from .._solver import Trajectory, observe
+from ._batchnorm import bn_decay, bn_forward, bn_raw, bn_trajectory
+from ._raw import output_and_decay, retract, states, to_raw, value_and_grad
 
 
 class _Spec(NamedTuple):
     """Everything that fixes the compiled program (static under jit)."""
 
-    kind: str  # a model name or "batchnorm"
     net: Network
     regime: sym.Regime
     loss: str
@@ -46,10 +44,10 @@ class _Spec(NamedTuple):
     momentum: bool
     n_chunks: int  # number of recorded chunks after the start (the chunk length is dynamic)
     remainder: bool  # whether a shorter last chunk follows (its length is dynamic)
-    affine: bool
-    bn_momentum: float
-    bn_eps: float
-    quadratic: bool = False  # the regularizer is λ s² (so λ Σ ‖W_k‖² needs no norms)
+    param: sym.Parametrization | None  # the regime's raw coordinates; None for the batch-normalized network
+    affine: bool = False
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
     track: bool = False  # watch every step's loss to name the first non-finite one (costs ~10% per step)
 
 
@@ -60,96 +58,21 @@ def _flag(name, value):
     return bool(value)
 
 
-# ---- the raw parametrizations ----------------------------------------------------------------------
-def _norm(a):
-    return jnp.sqrt(jnp.sum(a * a))
-
-
-def _to_raw(kind: str, state: State, affine: bool, widths) -> dict:
-    """The model's raw coordinates at `state` (the point the flow starts from)."""
-    if kind == "unnormalized":
-        return {"W": tuple(r * v for r, v in zip(state.rho_k, state.V))}
-    if kind == "weightnorm":
-        return {"g": jnp.asarray(state.rho_k), "v": tuple(state.V)}
-    if kind == "normalized":
-        return {"rho": jnp.asarray(state.rho), "V": tuple(state.V)}
-    raw = {"W": tuple(state.weights())}
-    if affine:
-        raw["gamma"] = tuple(jnp.ones((d,)) for d in widths[1:-1])
-        raw["beta"] = tuple(jnp.zeros((d,)) for d in widths[1:-1])
-    return raw
-
-
-def _bn_forward(spec: _Spec, raw, x, stats=None):
-    """Batch-normalized forward pass: batch statistics when `stats` is None, else the given (mean, var)."""
-    net = spec.net
-    a, means, variances = x, [], []
-    W = raw["W"]
-    for k, Wk in enumerate(W[:-1]):
-        z = a @ Wk.T
-        if stats is None:
-            mu = jnp.mean(z, axis=0)
-            var = jnp.mean((z - mu[None, :]) ** 2, axis=0)
-        else:
-            mu, var = stats[0][k], stats[1][k]
-        means.append(mu)
-        variances.append(var)
-        zh = (z - mu[None, :]) / jnp.sqrt(var + spec.bn_eps)[None, :]
-        if spec.affine:
-            zh = zh * raw["gamma"][k][None, :] + raw["beta"][k][None, :]
-        a = net._sigma(zh)
-    return (a @ W[-1].T)[:, 0], (tuple(means), tuple(variances))
-
-
+# ---- the objective ---------------------------------------------------------------------------------
 def _objective(spec: _Spec, raw, x, y, scale, lam):
-    """``scale · Σ_n ℓ(u_n, y_n) + regularizer`` and the BN batch statistics.
-
-    Takes the raw coordinates, except that for ``weightnorm`` and ``normalized`` the directions are
-    passed already divided by their norms (see :func:`_value_and_grad`).
-    """
-    c = _compiled(spec.regime, spec.loss, spec.net.depth)
-    net = spec.net
-    aux = None
-    if spec.kind == "unnormalized":
-        u = net._forward(raw["W"], x)
-        if spec.quadratic:  # λ Σ ‖W_k‖² without the square root (fewer operations per step)
-            reg = lam * sum(jnp.sum(Wk * Wk) for Wk in raw["W"])
-        else:
-            reg = sum(c.regularizer(_norm(Wk), lam) for Wk in raw["W"])
-    elif spec.kind == "weightnorm":
-        u = jnp.prod(raw["g"]) * net._forward(raw["v"], x)
-        reg = jnp.sum(c.regularizer(raw["g"], lam))
-    elif spec.kind == "normalized":
-        u = raw["rho"] * net._forward(raw["V"], x)
-        reg = c.regularizer(raw["rho"], lam)
+    """``scale · Σ_n ℓ(u_n, y_n) + regularizer`` and the BN batch statistics (``None`` without BN)."""
+    c = compiled(spec.regime, spec.loss, spec.net.depth)
+    if spec.param is None:
+        u, aux = bn_forward(spec, raw, x)
+        reg = bn_decay(raw, lam)
     else:
-        u, aux = _bn_forward(spec, raw, x)
-        reg = lam * sum(jnp.sum(leaf * leaf) for leaf in jax.tree_util.tree_leaves(raw))
+        (u, reg), aux = output_and_decay(spec.param, c, spec.net, raw, x, lam), None
     return scale * jnp.sum(c.loss(u, y)) + reg, aux
 
 
 def _value_and_grad(spec: _Spec, raw, x, y, scale, lam):
-    """The loss, the BN batch statistics and the exact gradient in the raw coordinates.
-
-    For ``weightnorm`` (``W_k = g_k v_k/‖v_k‖``) and ``normalized`` (directions ``V_k/‖V_k‖``) the chain
-    rule through the normalization is written out: with ``V̂ = v/‖v‖`` and ``G = ∂L/∂V̂``,
-    ``∂L/∂v = (G − V̂⟨V̂, G⟩)/‖v‖``. Same numbers as differentiating through ``v/‖v‖``, fewer operations.
-    """
-    fn = jax.value_and_grad(lambda r: _objective(spec, r, x, y, scale, lam), has_aux=True)
-    if spec.kind not in ("weightnorm", "normalized"):
-        return fn(raw)
-    name = "v" if spec.kind == "weightnorm" else "V"
-    norms = tuple(_norm(v) for v in raw[name])
-    unit = tuple(v / n for v, n in zip(raw[name], norms))
-    (value, aux), g = fn({**raw, name: unit})
-    tangent = tuple((G - U * jnp.vdot(U, G)) / n for G, U, n in zip(g[name], unit, norms))
-    return (value, aux), {**g, name: tangent}
-
-
-def _retract(spec: _Spec, raw):
-    if spec.kind == "normalized":
-        return {"rho": raw["rho"], "V": tuple(v / _norm(v) for v in raw["V"])}
-    return raw
+    """The loss, the BN batch statistics and the exact gradient in the raw coordinates."""
+    return value_and_grad(spec.param, lambda r: _objective(spec, r, x, y, scale, lam), raw)
 
 
 def _shuffle(key, epoch, n):
@@ -177,7 +100,7 @@ def _run(spec: _Spec, raw, bn, x, y, key, lr, mu, lam, record_every, remainder):
             direction = buf
         else:
             direction = g
-        raw = _retract(spec, tmap(lambda p, d: p - lr * d, raw, direction))
+        raw = retract(spec.param, tmap(lambda p, d: p - lr * d, raw, direction))
         if stats is not None:  # running statistics: exponential average, unbiased batch variance
             nb = xb.shape[0]
             m = spec.bn_momentum
@@ -212,67 +135,6 @@ def _run(spec: _Spec, raw, bn, x, y, key, lr, mu, lam, record_every, remainder):
 _run_jit = jax.jit(_run, static_argnums=0)
 
 
-# ---- observables -----------------------------------------------------------------------------------
-def _states(spec: _Spec, raw) -> State:
-    """Time-stacked States from time-stacked raw coordinates."""
-
-    def norms(a):  # (T, d, d') -> (T,)
-        return jnp.sqrt(jnp.sum(a * a, axis=(1, 2)))
-
-    if spec.kind == "unnormalized":
-        rk = jnp.stack([norms(W) for W in raw["W"]], axis=1)
-        V = tuple(W / rk[:, k, None, None] for k, W in enumerate(raw["W"]))
-        return State(V, jnp.prod(rk, axis=1), rk)
-    if spec.kind == "weightnorm":
-        V = tuple(v / norms(v)[:, None, None] for v in raw["v"])
-        return State(V, jnp.prod(raw["g"], axis=1), raw["g"])
-    V = tuple(v / norms(v)[:, None, None] for v in raw["V"])
-    return State(V, raw["rho"], None)
-
-
-def _bn_observables(spec: _Spec, raw, bn, x, y, lam):
-    """Observables of the batch-normalized network, evaluated with its running statistics.
-
-    ρ follows the authors' measure ``∏_k ‖W_k‖ · ∏_k ‖γ_k‖ / ∏_k ‖σ_k‖`` (γ_k = 1 without affine
-    parameters; σ_k the running standard deviations); the per-layer factors go in ``rho_k``.
-    """
-    net = spec.net
-    c_norm = _compiled(_normalized_regime(), spec.loss, net.depth)
-
-    def one(r, stat):
-        u, _ = _bn_forward(spec, r, x, stats=stat)
-        wn = [_norm(W) for W in r["W"]]
-        factors = []
-        for k in range(net.depth - 1):
-            sigma = jnp.sqrt(stat[1][k] + spec.bn_eps)
-            gamma = _norm(r["gamma"][k]) if spec.affine else jnp.sqrt(float(net.widths[k + 1]))
-            factors.append(wn[k] * gamma / _norm(sigma))
-        factors.append(wn[-1])
-        rk = jnp.stack(factors)
-        rho = jnp.prod(rk)
-        f = u / rho
-        reg = lam * sum(jnp.sum(leaf * leaf) for leaf in jax.tree_util.tree_leaves(r))
-        loss = jnp.sum(c_norm.loss(u, y)) + reg
-        V = tuple(W / n for W, n in zip(r["W"], wn))
-        return V, rho, rk, y * f, loss, c_norm.rho_eq(f, y, lam)
-
-    return jax.vmap(one)(raw, bn)
-
-
-_bn_observables_jit = jax.jit(_bn_observables, static_argnums=0)
-
-
-def _bn_trajectory(spec: _Spec, raw, bn, x, y, lam, ts, stats):
-    V, rho, rk, margins, loss, rho_eq = _bn_observables_jit(spec, raw, bn, x, y, lam)
-    return Trajectory(ts=ts, rho=rho, rho_k=rk, V=V, margins=margins, loss=loss, rho_eq=rho_eq, stats=stats)
-
-
-def _normalized_regime():
-    import importlib
-
-    return importlib.import_module("flowsim.models.normalized").REGIME
-
-
 def _slice(traj, stop: int):
     cut = lambda a: None if a is None else a[:stop]  # noqa: E731
     return Trajectory(
@@ -287,19 +149,13 @@ def _slice(traj, stop: int):
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _is_quadratic(regime: sym.Regime) -> bool:
-    import sympy as sp
-
-    return sp.simplify(regime.regularizer(sym.s, sym.lam) - sym.lam * sym.s**2) == 0
-
-
 # ---- the public entry point ------------------------------------------------------------------------
 def sgd(
     model: Model,
     net: Network,
     data: Dataset,
     state: State,
+    *,
     lr: float,
     steps: int,
     batch_size: int | None = None,
@@ -307,16 +163,16 @@ def sgd(
     seed: int = 0,
     batchnorm: bool = False,
     record_every: int = 1,
-    *,
     bn_affine: bool = False,
     bn_momentum: float = 0.1,
     bn_eps: float = 1e-5,
 ) -> Trajectory:
     """Discrete gradient descent (full batch) or minibatch SGD, the discrete counterpart of the flow.
 
-    The step is the model's own: GD on ``W_k`` (``unnormalized``), on ``(g_k, v_k)`` (``weightnorm``), or on
-    ``(ρ, V_k)`` followed by the retraction ``V_k ← V_k/‖V_k‖`` (``normalized``), with the exact gradient
-    of the loss of theory.md (sum over samples, no ½, the model's regularizer). A minibatch ``B`` contributes
+    The step is the model's own, in the raw coordinates its regime's embedding declares: GD on ``W_k``
+    (``unnormalized``), on ``(g_k, v_k)`` (``weightnorm``), or on ``(ρ, V_k)`` followed by the retraction
+    ``V_k ← V_k/‖V_k‖`` (``normalized``, which declares one), and likewise for a regime of one's own, with
+    the exact gradient of the loss of theory.md (sum over samples, no ½, the model's regularizer). A minibatch ``B`` contributes
     ``N/|B| Σ_{n∈B} ℓ``, so a full batch is exactly GD on ``L`` and ``t = lr · step`` is the flow's time.
     Minibatches are drawn by random reshuffling from ``jax.random.key(seed)``: every epoch of
     ``⌊N/|B|⌋`` steps takes a fresh permutation of the samples and walks through it in consecutive
@@ -334,8 +190,8 @@ def sgd(
 
     **Arguments:**
 
-    - `model`: a :class:`flowsim.Model` (``"normalized"``, ``"unnormalized"`` or ``"weightnorm"``); its λ
-      and loss are used.
+    - `model`: a :class:`flowsim.Model` whose regime's embedding is one of the shapes of
+      :class:`flowsim.Regime` (all installed ones are); its λ and loss are used.
     - `net`: the :class:`flowsim.Network`.
     - `data`: the :class:`flowsim.Dataset`.
     - `state`: the initial :class:`flowsim.State` of `model`.
@@ -363,8 +219,12 @@ def sgd(
     check_problem(net, data)
     check_state(model, net, state)
     batchnorm = _flag("batchnorm", batchnorm)
-    if not batchnorm and model.name not in SUPPORTED:
-        raise fail("model", model.name, f"one of {SUPPORTED} (the parametrizations fs.sgd knows)")
+    param = None
+    if not batchnorm:
+        try:
+            param = sym.parametrization(model.regime)
+        except FlowsimError as err:
+            raise fail("model", model.name, f"a regime whose raw coordinates fs.sgd can step in: {err}") from None
     lr = check_real("lr", lr, "a finite learning rate > 0", lambda v: v > 0)
     steps = check_int("steps", steps, "an integer number of steps >= 1", lambda v: v >= 1)
     n = data.n
@@ -388,10 +248,8 @@ def sgd(
     if batchnorm and net.depth < 2:
         raise fail("batchnorm", True, "a network with at least one hidden layer to normalize")
 
-    kind = "batchnorm" if batchnorm else model.name
     full = batch_size is None or batch_size == n
     spec = _Spec(
-        kind=kind,
         net=net,
         regime=model.regime,
         loss=model.loss,
@@ -400,16 +258,18 @@ def sgd(
         momentum=momentum > 0,
         n_chunks=steps // record_every,
         remainder=steps % record_every > 0,
+        param=param,
         affine=bn_affine if batchnorm else False,
         bn_momentum=bn_momentum,
         bn_eps=bn_eps,
-        quadratic=_is_quadratic(model.regime),
     )
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    raw = _to_raw(kind, state, spec.affine, net.widths)
     bn = None
     if batchnorm:  # running statistics start at the full-data statistics of the initial weights
-        _, bn = _bn_forward(spec, raw, x)
+        raw = bn_raw(state, spec.affine, net.widths)
+        _, bn = bn_forward(spec, raw, x)
+    else:
+        raw = to_raw(param, state)
     lam = model.lam
     dynamic = (
         raw,
@@ -446,11 +306,9 @@ def sgd(
     if batchnorm:
         stats["rho_measure"] = "prod_k |W_k| * prod_k |gamma_k| / prod_k |sigma_k| (running sigma)"
     if batchnorm:
-        traj = _bn_trajectory(spec, records[0], records[1], x, y, lam, ts, stats)
+        traj = bn_trajectory(spec, records[0], records[1], x, y, lam, ts, stats)
     else:
-        from ._trajectory import observe
-
-        traj = observe(model, net, data, ts, _states(spec, records[0]), stats)
+        traj = observe(model, net, data, ts, states(param, records[0]), stats)
 
     good = np.isfinite(np.asarray(traj.loss)) & np.isfinite(np.asarray(traj.rho))
     for leaf in jax.tree_util.tree_leaves(records[0]):
@@ -474,17 +332,3 @@ def sgd(
             partial=partial,
         )
     return traj
-
-
-def stable_rank(W: Float[Array, "... m n"]) -> Float[Array, "..."]:
-    """The stable rank ``‖W‖_F² / ‖W‖_2²`` of a matrix (or of a stack of matrices).
-
-    **Arguments:**
-
-    - `W`: an array whose last two axes are the matrix.
-
-    **Returns:** the stable rank, one per matrix.
-    """
-    W = jnp.asarray(W)
-    s = jnp.linalg.svd(W, compute_uv=False)
-    return jnp.sum(s * s, axis=-1) / s[..., 0] ** 2

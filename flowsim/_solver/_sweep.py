@@ -12,7 +12,7 @@ writes the file).
 
 Results are an ``xarray.Dataset`` wrapped in :class:`SweepResult`, saved to netCDF atomically. With
 ``path=``, each finished chunk of members is written as soon as it is done, and rerunning the same sweep
-with the same path skips the chunks already in the file.
+with the same path computes only the members not in the file yet.
 """
 
 from __future__ import annotations
@@ -26,171 +26,28 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._data import Dataset
-from ._errors import ResultFileError, fail
-from ._integrate import (DIFFRAX_SOLVERS, balance_law, check_solve, diffrax_solve, flat_field, project_states,
-                         unraveler)
-from ._model import Model, _check_lam, check_state
-from ._network import Network
-from ._state import State
-from ._trajectory import Trajectory, observe_one
+from .._data import Dataset
+from .._errors import ResultFileError, fail
+from .._model import Model, Network, State, check_lam, check_state
+from ._diffrax import diffrax_solve
+from ._flat import flat_field, unraveler
+from ._observables import observe_one
+from ._options import DIFFRAX_SOLVERS, check_solve
+from ._projection import balance_law, project_states
+from ._result import (
+    FORMAT,
+    FORMAT_VERSION,
+    STATUS_FAILED,
+    STATUS_MAX_STEPS,
+    STATUS_NOT_RUN,
+    STATUS_OK,
+    SweepResult,
+    empty_dataset,
+    load,
+    write_atomic,
+)
 
-FORMAT = "flowsim-sweep"
-FORMAT_VERSION = 1
-_COMPILED: dict = {}
-_STATUS_OK, _STATUS_MAX_STEPS, _STATUS_FAILED, _STATUS_NOT_RUN = 0, 1, 2, -1
-
-
-# ---- the result -----------------------------------------------------------------------------------
-class SweepResult:
-    """The outcome of :func:`flowsim.sweep`: a labelled ``xarray.Dataset`` and helpers.
-
-    ``res.ds`` has dimensions ``member``, ``time``, ``sample`` (data points), ``layer`` (per-layer models)
-    and one pair ``(d_k, d_km1)`` per layer for the directions, with coordinates ``member``, ``time``,
-    ``state_index`` (which initial State), ``lam`` (λ of the member) and, when given, ``scale`` and ``seed``.
-    Variables: ``rho``, ``rho_k``, ``V_1 .. V_L``, ``margins``, ``loss``, ``rho_eq``, and per member
-    ``status`` (0 ok, 1 step limit reached, 2 other failure, -1 not computed yet), ``accepted_steps``,
-    ``rejected_steps``. The run settings are in ``ds.attrs``.
-    """
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __repr__(self) -> str:
-        return f"SweepResult({self.ds.sizes['member']} members, {self.ds.sizes['time']} saves)\n{self.ds!r}"
-
-    def __len__(self) -> int:
-        return int(self.ds.sizes["member"])
-
-    def __getattr__(self, name):
-        if name in ("rho", "rho_k", "margins", "loss", "rho_eq", "status", "lam", "time"):
-            ds = self.__dict__["ds"]
-            if name in ds.variables:
-                return ds[name]
-        raise AttributeError(name)
-
-    @property
-    def complete(self) -> bool:
-        """Whether every member has been computed (false for a partial file of an interrupted sweep)."""
-        return bool(np.all(self.ds["status"].values != _STATUS_NOT_RUN))
-
-    def trajectory(self, i: int) -> Trajectory:
-        """Member `i` as a :class:`flowsim.Trajectory`.
-
-        **Arguments:**
-
-        - `i`: the member index (position along ``member``).
-
-        **Returns:** a Trajectory with the member's saved states and observables; its ``stats`` hold the
-        solver settings, the step counts and the member's status.
-        """
-        ds = self.ds
-        n = ds.sizes["member"]
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
-            raise fail("i", i, f"a member index in [-{n}, {n})")
-        m = ds.isel(member=int(i))
-        depth = int(ds.attrs["depth"])
-        V = tuple(jnp.asarray(m[f"V_{k + 1}"].values) for k in range(depth))
-        rho_k = jnp.asarray(m["rho_k"].values) if "rho_k" in ds.variables else None
-        stats = {"solver": str(ds.attrs["solver"]), "rtol": float(ds.attrs["rtol"]), "atol": float(ds.attrs["atol"])}
-        stats.update(
-            smoothing=None if ds.attrs["smoothing"] == 0 else float(ds.attrs["smoothing"]),
-            lam=float(m["lam"].values),
-            status=int(m["status"].values),
-            accepted_steps=int(m["accepted_steps"].values),
-            rejected_steps=int(m["rejected_steps"].values),
-        )
-        return Trajectory(
-            ts=jnp.asarray(ds["time"].values),
-            rho=jnp.asarray(m["rho"].values),
-            rho_k=rho_k,
-            V=V,
-            margins=jnp.asarray(m["margins"].values),
-            loss=jnp.asarray(m["loss"].values),
-            rho_eq=jnp.asarray(m["rho_eq"].values),
-            stats=stats,
-        )
-
-    def save(self, path) -> None:
-        """Write the result to a netCDF file, atomically (a temporary file, then ``os.replace``).
-
-        **Arguments:**
-
-        - `path`: the file to write (``.nc``); an existing file is replaced only once the new one is complete.
-        """
-        _write_atomic(self.ds, path)
-
-
-def load(path) -> SweepResult:
-    """Read a sweep result written by :meth:`SweepResult.save` or by ``fs.sweep(..., path=...)``.
-
-    **Arguments:**
-
-    - `path`: a netCDF file.
-
-    **Returns:** a :class:`SweepResult` (possibly partial: see :attr:`SweepResult.complete`).
-
-    **Raises:** :class:`flowsim.ResultFileError` when the file is missing, truncated or unreadable, is not a
-    flowsim sweep file, has another format version, or lacks variables or has inconsistent shapes.
-    """
-    import xarray as xr
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ResultFileError(f"result file {path!r} does not exist")
-    try:
-        ds = xr.load_dataset(path, engine="netcdf4")
-    except Exception as err:  # noqa: BLE001  (h5py/netCDF raise many types for a damaged file)
-        raise ResultFileError(f"result file {path!r} is not a readable netCDF file ({type(err).__name__}: {err})")
-    if ds.attrs.get("format") != FORMAT:
-        raise ResultFileError(f"result file {path!r} is not a flowsim sweep file (format attribute "
-                              f"{ds.attrs.get('format')!r}, expected {FORMAT!r})")
-    version = ds.attrs.get("format_version")
-    if version is None or int(version) != FORMAT_VERSION:
-        raise ResultFileError(f"result file {path!r} has format version {version!r}; this flowsim reads "
-                              f"version {FORMAT_VERSION}")
-    _validate(ds, path)
-    return SweepResult(ds)
-
-
-def _validate(ds, path):
-    try:
-        depth = int(ds.attrs["depth"])
-        per_layer = bool(int(ds.attrs["per_layer"]))
-    except (KeyError, ValueError) as err:
-        raise ResultFileError(f"result file {path!r} lacks the attribute {err}")
-    needed = {
-        "rho": ("member", "time"), "loss": ("member", "time"), "rho_eq": ("member", "time"),
-        "margins": ("member", "time", "sample"), "status": ("member",), "accepted_steps": ("member",),
-        "rejected_steps": ("member",), "lam": ("member",), "state_index": ("member",),
-    }
-    if per_layer:
-        needed["rho_k"] = ("member", "time", "layer")
-    for k in range(depth):
-        needed[f"V_{k + 1}"] = ("member", "time", f"d{k + 1}_out", f"d{k + 1}_in")
-    for name, dims in needed.items():
-        if name not in ds.variables:
-            raise ResultFileError(f"result file {path!r} lacks the variable {name!r}")
-        if ds[name].dims != dims:
-            raise ResultFileError(f"result file {path!r}: variable {name!r} has dimensions {ds[name].dims}, "
-                                  f"expected {dims}")
-    if "time" not in ds.coords or ds.sizes["time"] == 0 or ds.sizes["member"] == 0:
-        raise ResultFileError(f"result file {path!r} has an empty member or time axis")
-
-
-def _write_atomic(ds, path):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        ds.to_netcdf(tmp, engine="netcdf4")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+_COMPILED: dict = {}  # one compiled program per problem and settings, the 8 most recent (see sweep)
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -278,9 +135,9 @@ def _with_lam(model, lam):
 def _result_code(result_value):
     import diffrax as dfx
 
-    codes = np.full(result_value.shape, _STATUS_FAILED, dtype=np.int8)
-    codes[result_value == dfx.RESULTS.successful._value] = _STATUS_OK
-    codes[result_value == dfx.RESULTS.max_steps_reached._value] = _STATUS_MAX_STEPS
+    codes = np.full(result_value.shape, STATUS_FAILED, dtype=np.int8)
+    codes[result_value == dfx.RESULTS.successful._value] = STATUS_OK
+    codes[result_value == dfx.RESULTS.max_steps_reached._value] = STATUS_MAX_STEPS
     return codes
 
 
@@ -302,9 +159,9 @@ def sweep(
     net: Network,
     data: Dataset,
     states,
+    *,
     t1: float,
     ts=None,
-    *,
     lam=None,
     scale=None,
     seed=None,
@@ -321,7 +178,7 @@ def sweep(
     """Integrate the flow of `model` from many initial States (and λ values) at once.
 
     Members are vmapped and sharded over all visible devices (a mesh over the batch axis). Member ``i``
-    equals ``fs.simulate(model_i, net, data, states[j], t1, ts, rtol=rtol, atol=atol, solver=solver,
+    equals ``fs.simulate(model_i, net, data, states[j], t1=t1, ts=ts, rtol=rtol, atol=atol, solver=solver,
     smoothing=smoothing, max_steps=max_steps)`` to round-off, where ``model_i`` has the member's λ.
 
     **Arguments:**
@@ -339,7 +196,8 @@ def sweep(
     - `chunk_size`: members computed per device batch (rounded up to a multiple of the device count);
       default: all members in one chunk, or 256 when `path` is given.
     - `path`: a netCDF file. Each finished chunk is written to it atomically; rerunning the same sweep with
-      the same `path` resumes, skipping the chunks already there.
+      the same `path` resumes, computing only the members not in the file yet, on any number of devices
+      (the chunking is not part of the sweep's identity).
     - `progress`: show a progress bar over chunks.
 
     **Returns:** a :class:`flowsim.SweepResult` (``res.ds`` is the ``xarray.Dataset``).
@@ -356,7 +214,7 @@ def sweep(
     z0s = _stack_members(model, net, states)
     n_states = z0s.shape[0]
     lams = np.array([float(model.lam)]) if lam is None else np.asarray(
-        [_check_lam(v) for v in np.atleast_1d(lam)],
+        [check_lam(v) for v in np.atleast_1d(lam)],
         dtype=np.float64)
     if lams.size == 0:
         raise fail("lam", lam, "a non-empty sequence of λ >= 0")
@@ -390,7 +248,7 @@ def sweep(
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
     sweep_hash = _hash(FORMAT_VERSION, model.name, model.loss, tuple(net.widths), net.activation,
                        np.asarray(data.x), np.asarray(data.y), member_z0, member_lam, float(t1), ts, rtol, atol,
-                       solver, eps, int(max_steps), chunk, scale, seed)
+                       solver, eps, int(max_steps), scale, seed)  # not the chunking: it depends on the devices
     attrs = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "sweep_hash": sweep_hash,
         "model": model.name, "loss": model.loss, "per_layer": int(model.per_layer),
@@ -399,15 +257,20 @@ def sweep(
         "t1": float(t1), "max_steps": int(max_steps), "chunk_size": chunk, "n_chunks": n_chunks,
     }
 
-    ds = _empty_dataset(xr, net, model, n, time_axis, data.n, state_index, member_lam, scale, seed, attrs)
+    ds = empty_dataset(xr, net, model, n, time_axis, data.n, state_index, member_lam, scale, seed, attrs)
     if path is not None and os.path.exists(os.fspath(path)):
         old = load(path).ds
         if old.attrs.get("sweep_hash") != sweep_hash:
             raise ResultFileError(f"result file {os.fspath(path)!r} holds a different sweep (other inputs or "
                                   "settings); use another path or delete the file to start over")
         ds = old
+        ds.attrs.update(chunk_size=chunk, n_chunks=n_chunks)  # this run's chunking (another machine's may differ)
+    # Per chunk, the members not computed yet: all of them in a new sweep, the missing ones when resuming
+    # (a file written with another chunking, e.g. on another number of devices, leaves chunks half done).
     status = ds["status"].values
-    todo = [c for c in range(n_chunks) if np.any(status[c * chunk:(c + 1) * chunk] == _STATUS_NOT_RUN)]
+    members = [np.arange(c * chunk, min((c + 1) * chunk, n)) for c in range(n_chunks)]
+    todo = [(c, m[status[m] == STATUS_NOT_RUN]) for c, m in enumerate(members)]
+    todo = [(c, m) for c, m in todo if m.size]
 
     if todo:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -430,14 +293,13 @@ def sweep(
 
             bar = tqdm(total=len(todo), unit="chunk", desc="sweep")
         writer = jax.process_index() == 0
-        for c in todo:
-            lo, hi = c * chunk, min((c + 1) * chunk, n)
-            idx = np.arange(lo, lo + chunk).clip(max=n - 1)  # pad the last chunk by repeating its last member
+        for c, m in todo:
+            idx = np.concatenate([m, np.repeat(m[-1:], chunk - m.size)])  # pad by repeating the last member
             args = [_to_global(np.ascontiguousarray(a[idx]), sharding) for a in (member_z0, member_lam, member_rate)]
             out = _to_host(run(*args))
-            _fill(ds, out, lo, hi, net.depth, model.per_layer)
+            _fill(ds, out, m, net.depth, model.per_layer)
             if path is not None and writer:
-                _write_atomic(ds, path)
+                write_atomic(ds, path)
             if bar is not None:
                 bar.update(1)
             if _on_chunk is not None:
@@ -447,42 +309,14 @@ def sweep(
     return SweepResult(ds)
 
 
-def _empty_dataset(xr, net, model, n, time_axis, n_samples, state_index, member_lam, scale, seed, attrs):
-    T = time_axis.size
-    nan = np.nan
-    data_vars = {
-        "rho": (("member", "time"), np.full((n, T), nan)),
-        "margins": (("member", "time", "sample"), np.full((n, T, n_samples), nan)),
-        "loss": (("member", "time"), np.full((n, T), nan)),
-        "rho_eq": (("member", "time"), np.full((n, T), nan)),
-        "status": (("member",), np.full(n, _STATUS_NOT_RUN, dtype=np.int8)),
-        "accepted_steps": (("member",), np.zeros(n, dtype=np.int64)),
-        "rejected_steps": (("member",), np.zeros(n, dtype=np.int64)),
-    }
-    for k, shape in enumerate(net.shapes):
-        data_vars[f"V_{k + 1}"] = (("member", "time", f"d{k + 1}_out", f"d{k + 1}_in"), np.full((n, T, *shape), nan))
-    if model.per_layer:
-        data_vars["rho_k"] = (("member", "time", "layer"), np.full((n, T, net.depth), nan))
-    coords = {
-        "member": np.arange(n),
-        "time": time_axis,
-        "state_index": ("member", state_index),
-        "lam": ("member", member_lam),
-    }
-    if scale is not None:
-        coords["scale"] = ("member", scale[state_index])
-    if seed is not None:
-        coords["seed"] = ("member", seed[state_index])
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
-
-
-def _fill(ds, out, lo, hi, depth, per_layer):
-    m = hi - lo
+def _fill(ds, out, members, depth, per_layer):
+    """Write the first ``len(members)`` rows of a chunk's output into the rows `members` of `ds`."""
+    m = members.size
     names = ["rho", "margins", "loss", "rho_eq"] + [f"V_{k + 1}" for k in range(depth)]
     if per_layer:
         names.append("rho_k")
     for name in names:
-        ds[name].values[lo:hi] = out[name][:m]
-    ds["accepted_steps"].values[lo:hi] = out["accepted"][:m]
-    ds["rejected_steps"].values[lo:hi] = out["rejected"][:m]
-    ds["status"].values[lo:hi] = _result_code(np.asarray(out["result"][:m]))
+        ds[name].values[members] = out[name][:m]
+    ds["accepted_steps"].values[members] = out["accepted"][:m]
+    ds["rejected_steps"].values[members] = out["rejected"][:m]
+    ds["status"].values[members] = _result_code(np.asarray(out["result"][:m]))

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._model import Model
-from ._network import Network
-from ._state import State
+from .._model import State
+
+
+class _RunFacts:
+    """A run's facts (solver, steps, wall time, ...), carried by a Trajectory outside its pytree.
+
+    It flattens to no leaves and a constant auxiliary value, so Trajectories of different runs have one tree
+    structure: ``jax.jit`` over them compiles once, whatever their facts. The facts are host-side metadata and
+    do not pass through JAX transformations: a Trajectory rebuilt from its leaves (inside ``jax.jit``, by
+    ``jax.tree_util.tree_map``) has none.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Mapping | None = None):
+        self.items = tuple(sorted(dict(items or {}).items()))
+
+
+jax.tree_util.register_pytree_node(_RunFacts, lambda facts: ((), None), lambda aux, children: _RunFacts())
 
 
 class Trajectory(eqx.Module):
@@ -24,7 +42,8 @@ class Trajectory(eqx.Module):
     - `margins`: normalized margins ``y_n f(V; x_n)``, ``(T, N)``.
     - `loss`: the loss ``Σ_n ℓ(ρ f_n, y_n)`` plus the regularizer, ``(T,)``.
     - `rho_eq`: ρ_eq(V(t)), ``(T,)``.
-    - `stats`: a dict of run facts (steps, rejections, switches, sliding time, why it stopped, ...).
+    - `stats`: a dict of run facts (steps, rejections, switches, sliding time, why it stopped, ...). They are
+      not part of the pytree (see :class:`_RunFacts`): jitting over Trajectories does not recompile per run.
     """
 
     ts: Float[Array, " T"]
@@ -34,18 +53,17 @@ class Trajectory(eqx.Module):
     margins: Float[Array, "T N"]
     loss: Float[Array, " T"]
     rho_eq: Float[Array, " T"]
-    _stats: tuple = eqx.field(static=True, default=())
+    _facts: _RunFacts
 
-    def __init__(self, ts, rho, rho_k, V, margins, loss, rho_eq, stats=None, _stats=None):
+    def __init__(self, ts, rho, rho_k, V, margins, loss, rho_eq, stats: Mapping | None = None):
         self.ts, self.rho, self.rho_k, self.V = ts, rho, rho_k, tuple(V)
         self.margins, self.loss, self.rho_eq = margins, loss, rho_eq
-        items = stats if stats is not None else dict(_stats or ())
-        self._stats = tuple(sorted(dict(items).items()))
+        self._facts = _RunFacts(stats)
 
     @property
     def stats(self) -> dict:
         """Run facts: solver, steps, rejections, field evaluations, switches, sliding time, stop reason."""
-        return dict(self._stats)
+        return dict(self._facts.items)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -72,43 +90,3 @@ class Trajectory(eqx.Module):
     def normalized_margin(self) -> Float[Array, " T"]:
         """The minimum normalized margin ``min_n y_n f_n`` over time."""
         return jnp.min(self.margins, axis=1)
-
-
-def observe(model: Model, net: Network, data, ts, states: State, stats: dict | None = None) -> Trajectory:
-    """Build a Trajectory from a time-stacked State (every leaf has a leading time axis).
-
-    **Arguments:**
-
-    - `model`, `net`, `data`: the problem.
-    - `ts`: times, shape ``(T,)``.
-    - `states`: a State whose leaves are stacked over time.
-    - `stats`: run facts to attach.
-
-    **Returns:** a :class:`Trajectory` with margins, loss and ρ_eq computed at every saved time.
-    """
-    rho = jnp.prod(states.rho_k, axis=1) if states.rho_k is not None else states.rho
-    margins, loss, rho_eq = _observables(model, net, jnp.asarray(data.x), jnp.asarray(data.y), tuple(states.V), rho,
-                                         states.rho_k)
-    return Trajectory(
-        ts=jnp.asarray(ts, dtype=jnp.float64),
-        rho=rho,
-        rho_k=states.rho_k,
-        V=tuple(states.V),
-        margins=margins,
-        loss=loss,
-        rho_eq=rho_eq,
-        stats=stats or {},
-    )
-
-
-def observe_one(model: Model, net: Network, x, y, lam, V, rho, rho_k):
-    """Margins ``y_n f_n``, loss and ρ_eq of one state (traceable; shared by simulate, sgd and sweep)."""
-    c = model.compiled(net)
-    f = net._forward(V, x)
-    reg = jnp.sum(c.regularizer(rho_k, lam)) if rho_k is not None else c.regularizer(rho, lam)
-    return y * f, jnp.sum(c.loss(rho * f, y)) + reg * jnp.ones(()), c.rho_eq(f, y, lam)
-
-
-@eqx.filter_jit
-def _observables(model, net, x, y, V, rho, rho_k):
-    return jax.vmap(lambda V_, r, rk: observe_one(model, net, x, y, model.lam, V_, r, rk))(V, rho, rho_k)

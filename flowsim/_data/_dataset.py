@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import fail
+from .._errors import fail
 
 
 class Dataset:

@@ -1,0 +1,20 @@
+"""The stable rank of weight matrices (the low-rank bias of SGD with weight decay)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+
+def stable_rank(W: Float[Array, "... m n"]) -> Float[Array, "..."]:
+    """The stable rank ``‖W‖_F² / ‖W‖_2²`` of a matrix (or of a stack of matrices).
+
+    **Arguments:**
+
+    - `W`: an array whose last two axes are the matrix.
+
+    **Returns:** the stable rank, one per matrix.
+    """
+    W = jnp.asarray(W)
+    s = jnp.linalg.svd(W, compute_uv=False)
+    return jnp.sum(s * s, axis=-1) / s[..., 0] ** 2

@@ -1,0 +1,15 @@
+"""The compiled model and the network: a :class:`Model` (a regime with λ and a loss), its vector field on
+:class:`State` s, the :class:`Network` it runs on, and the input checks every entry point shares."""
+
+from ._checks import (
+    check_lam as check_lam,
+    check_network as check_network,
+    check_problem as check_problem,
+    check_state as check_state,
+)
+from ._compiled import Compiled as Compiled, compiled as compiled
+from ._field import field as field
+from ._load import available_models as available_models, load_model as load_model
+from ._model import Model as Model
+from ._network import Network as Network
+from ._state import State as State

@@ -1,0 +1,41 @@
+"""The vector field of a model on States: one forward pass and one VJP per evaluation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ._network import Network
+from ._state import State
+
+
+def field(model, net: Network, x, y, state: State, eps: float | None = None) -> State:
+    """The State-shaped time derivative at `state` (traceable; `eps` smooths σ′ for regularized solves).
+
+    **Arguments:**
+
+    - `model`, `net`: the :class:`flowsim.Model` and :class:`flowsim.Network`.
+    - `x`, `y`: the data as arrays, shapes ``(N, d_0)`` and ``(N,)``.
+    - `state`: the point.
+    - `eps`: width of the smooth step replacing σ′ (``None``: the raw ReLU derivative).
+
+    **Returns:** a :class:`flowsim.State` holding the time derivatives.
+    """
+    c = model.compiled(net)
+    f, pullback = jax.vjp(lambda V_: net._forward(V_, x, eps), tuple(state.V))
+    rho = jnp.prod(state.rho_k) if model.per_layer else state.rho
+    (g,) = pullback(c.weight(rho, f, y) * jnp.ones_like(f))
+
+    def tangent(Vk, Gk):  # S_k G with ‖V_k‖² in the denominator, so the exact flow keeps ‖V_k‖ fixed
+        return Gk - Vk * (jnp.vdot(Vk, Gk) / jnp.vdot(Vk, Vk))
+
+    if model.per_layer:
+        rk = state.rho_k
+        sdot = jnp.stack(
+            [jnp.sum(c.scale_sample(rho, rk[k], f, y)) + c.scale_reg(rk[k], model.lam) for k in range(len(state.V))]
+        )
+        Vdot = tuple(-c.direction_factor(rk[k]) * tangent(Vk, gk) for k, (Vk, gk) in enumerate(zip(state.V, g)))
+        return State(Vdot, rho * jnp.sum(sdot / rk), sdot)
+    rdot = jnp.sum(c.scale_sample(rho, rho, f, y)) + c.scale_reg(rho, model.lam)
+    Vdot = tuple(-c.direction_factor(rho) * tangent(Vk, gk) for Vk, gk in zip(state.V, g))
+    return State(Vdot, rdot, None)

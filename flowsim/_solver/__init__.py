@@ -1,0 +1,10 @@
+"""Solvers: ``simulate`` (one flow) and ``sweep`` (many, vmapped and sharded), the pieces they share (options
+and save grid, the flat field, the diffrax solve, projection onto the manifolds, observables), the
+:class:`Trajectory` they return, and sweep result files."""
+
+from ._observables import observe as observe, observe_one as observe_one
+from ._options import DEFAULT_SMOOTHING as DEFAULT_SMOOTHING
+from ._result import SweepResult as SweepResult, load as load
+from ._simulate import simulate as simulate
+from ._sweep import sweep as sweep
+from ._trajectory import Trajectory as Trajectory

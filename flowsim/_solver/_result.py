@@ -1,0 +1,196 @@
+"""Sweep result files: :class:`SweepResult` (a labelled ``xarray.Dataset``), netCDF written atomically, and
+:func:`load` with validation."""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from .._errors import ResultFileError, fail
+from ._trajectory import Trajectory
+
+FORMAT = "flowsim-sweep"
+FORMAT_VERSION = 1
+STATUS_OK, STATUS_MAX_STEPS, STATUS_FAILED, STATUS_NOT_RUN = 0, 1, 2, -1
+
+
+class SweepResult:
+    """The outcome of :func:`flowsim.sweep`: a labelled ``xarray.Dataset`` and helpers.
+
+    ``res.ds`` has dimensions ``member``, ``time``, ``sample`` (data points), ``layer`` (per-layer models)
+    and one pair ``(d_k, d_km1)`` per layer for the directions, with coordinates ``member``, ``time``,
+    ``state_index`` (which initial State), ``lam`` (λ of the member) and, when given, ``scale`` and ``seed``.
+    Variables: ``rho``, ``rho_k``, ``V_1 .. V_L``, ``margins``, ``loss``, ``rho_eq``, and per member
+    ``status`` (0 ok, 1 step limit reached, 2 other failure, -1 not computed yet), ``accepted_steps``,
+    ``rejected_steps``. The run settings are in ``ds.attrs``.
+    """
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __repr__(self) -> str:
+        return f"SweepResult({self.ds.sizes['member']} members, {self.ds.sizes['time']} saves)\n{self.ds!r}"
+
+    def __len__(self) -> int:
+        return int(self.ds.sizes["member"])
+
+    def __getattr__(self, name):
+        if name in ("rho", "rho_k", "margins", "loss", "rho_eq", "status", "lam", "time"):
+            ds = self.__dict__["ds"]
+            if name in ds.variables:
+                return ds[name]
+        raise AttributeError(name)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every member has been computed (false for a partial file of an interrupted sweep)."""
+        return bool(np.all(self.ds["status"].values != STATUS_NOT_RUN))
+
+    def trajectory(self, i: int) -> Trajectory:
+        """Member `i` as a :class:`flowsim.Trajectory`.
+
+        **Arguments:**
+
+        - `i`: the member index (position along ``member``).
+
+        **Returns:** a Trajectory with the member's saved states and observables; its ``stats`` hold the
+        solver settings, the step counts and the member's status.
+        """
+        ds = self.ds
+        n = ds.sizes["member"]
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise fail("i", i, f"a member index in [-{n}, {n})")
+        m = ds.isel(member=int(i))
+        depth = int(ds.attrs["depth"])
+        V = tuple(jnp.asarray(m[f"V_{k + 1}"].values) for k in range(depth))
+        rho_k = jnp.asarray(m["rho_k"].values) if "rho_k" in ds.variables else None
+        stats = {"solver": str(ds.attrs["solver"]), "rtol": float(ds.attrs["rtol"]), "atol": float(ds.attrs["atol"])}
+        stats.update(
+            smoothing=None if ds.attrs["smoothing"] == 0 else float(ds.attrs["smoothing"]),
+            lam=float(m["lam"].values),
+            status=int(m["status"].values),
+            accepted_steps=int(m["accepted_steps"].values),
+            rejected_steps=int(m["rejected_steps"].values),
+        )
+        return Trajectory(
+            ts=jnp.asarray(ds["time"].values),
+            rho=jnp.asarray(m["rho"].values),
+            rho_k=rho_k,
+            V=V,
+            margins=jnp.asarray(m["margins"].values),
+            loss=jnp.asarray(m["loss"].values),
+            rho_eq=jnp.asarray(m["rho_eq"].values),
+            stats=stats,
+        )
+
+    def save(self, path) -> None:
+        """Write the result to a netCDF file, atomically (a temporary file, then ``os.replace``).
+
+        **Arguments:**
+
+        - `path`: the file to write (``.nc``); an existing file is replaced only once the new one is complete.
+        """
+        write_atomic(self.ds, path)
+
+
+def load(path) -> SweepResult:
+    """Read a sweep result written by :meth:`SweepResult.save` or by ``fs.sweep(..., path=...)``.
+
+    **Arguments:**
+
+    - `path`: a netCDF file.
+
+    **Returns:** a :class:`SweepResult` (possibly partial: see :attr:`SweepResult.complete`).
+
+    **Raises:** :class:`flowsim.ResultFileError` when the file is missing, truncated or unreadable, is not a
+    flowsim sweep file, has another format version, or lacks variables or has inconsistent shapes.
+    """
+    import xarray as xr
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ResultFileError(f"result file {path!r} does not exist")
+    try:
+        ds = xr.load_dataset(path, engine="netcdf4")
+    except Exception as err:  # noqa: BLE001  (h5py/netCDF raise many types for a damaged file)
+        raise ResultFileError(f"result file {path!r} is not a readable netCDF file ({type(err).__name__}: {err})")
+    if ds.attrs.get("format") != FORMAT:
+        raise ResultFileError(f"result file {path!r} is not a flowsim sweep file (format attribute "
+                              f"{ds.attrs.get('format')!r}, expected {FORMAT!r})")
+    version = ds.attrs.get("format_version")
+    if version is None or int(version) != FORMAT_VERSION:
+        raise ResultFileError(f"result file {path!r} has format version {version!r}; this flowsim reads "
+                              f"version {FORMAT_VERSION}")
+    _validate(ds, path)
+    return SweepResult(ds)
+
+
+def _validate(ds, path):
+    try:
+        depth = int(ds.attrs["depth"])
+        per_layer = bool(int(ds.attrs["per_layer"]))
+    except (KeyError, ValueError) as err:
+        raise ResultFileError(f"result file {path!r} lacks the attribute {err}")
+    needed = {
+        "rho": ("member", "time"), "loss": ("member", "time"), "rho_eq": ("member", "time"),
+        "margins": ("member", "time", "sample"), "status": ("member",), "accepted_steps": ("member",),
+        "rejected_steps": ("member",), "lam": ("member",), "state_index": ("member",),
+    }
+    if per_layer:
+        needed["rho_k"] = ("member", "time", "layer")
+    for k in range(depth):
+        needed[f"V_{k + 1}"] = ("member", "time", f"d{k + 1}_out", f"d{k + 1}_in")
+    for name, dims in needed.items():
+        if name not in ds.variables:
+            raise ResultFileError(f"result file {path!r} lacks the variable {name!r}")
+        if ds[name].dims != dims:
+            raise ResultFileError(f"result file {path!r}: variable {name!r} has dimensions {ds[name].dims}, "
+                                  f"expected {dims}")
+    if "time" not in ds.coords or ds.sizes["time"] == 0 or ds.sizes["member"] == 0:
+        raise ResultFileError(f"result file {path!r} has an empty member or time axis")
+
+
+def write_atomic(ds, path):
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def empty_dataset(xr, net, model, n, time_axis, n_samples, state_index, member_lam, scale, seed, attrs):
+    T = time_axis.size
+    nan = np.nan
+    data_vars = {
+        "rho": (("member", "time"), np.full((n, T), nan)),
+        "margins": (("member", "time", "sample"), np.full((n, T, n_samples), nan)),
+        "loss": (("member", "time"), np.full((n, T), nan)),
+        "rho_eq": (("member", "time"), np.full((n, T), nan)),
+        "status": (("member",), np.full(n, STATUS_NOT_RUN, dtype=np.int8)),
+        "accepted_steps": (("member",), np.zeros(n, dtype=np.int64)),
+        "rejected_steps": (("member",), np.zeros(n, dtype=np.int64)),
+    }
+    for k, shape in enumerate(net.shapes):
+        data_vars[f"V_{k + 1}"] = (("member", "time", f"d{k + 1}_out", f"d{k + 1}_in"), np.full((n, T, *shape), nan))
+    if model.per_layer:
+        data_vars["rho_k"] = (("member", "time", "layer"), np.full((n, T, net.depth), nan))
+    coords = {
+        "member": np.arange(n),
+        "time": time_axis,
+        "state_index": ("member", state_index),
+        "lam": ("member", member_lam),
+    }
+    if scale is not None:
+        coords["scale"] = ("member", scale[state_index])
+    if seed is not None:
+        coords["seed"] = ("member", seed[state_index])
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
