@@ -1,4 +1,5 @@
-"""fs.sgd, fs.compare, fs.convergence_order: discrete GD/SGD against independent flow references."""
+"""flowsim._discrete._sgd: GD/SGD in each regime's raw coordinates against the flow (first-order convergence),
+by-hand steps, SGD noise and low rank, a regime file of one's own, run mechanics and validation."""
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +9,9 @@ from jax.flatten_util import ravel_pytree
 from scipy.integrate import solve_ivp
 
 import flowsim as fs
-from flowsim._discrete import _batchnorm, _sgd
-from flowsim._solver import Trajectory, observe
+from flowsim._discrete import _sgd
+from flowsim._solver import observe
+from helpers import QUARTIC_REGIME_FILE, assert_input_error, same_bits, small_problem, with_times
 
 MODELS = ("unnormalized", "weightnorm", "normalized")
 
@@ -43,13 +45,6 @@ def gd_runs(model, net, data, s0, t1, lrs, every=0.05):
         assert abs(steps * lr - t1) < 1e-12 and abs(rec * lr - every) < 1e-12
         runs.append(fs.sgd(model, net, data, s0, lr=lr, steps=steps, record_every=rec))
     return runs
-
-
-def with_times(traj, ts):
-    return Trajectory(
-        ts=ts, rho=traj.rho, rho_k=traj.rho_k, V=traj.V, margins=traj.margins, loss=traj.loss,
-        rho_eq=traj.rho_eq, stats=traj.stats,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +123,37 @@ def test_minibatch_scaling_and_momentum_keep_flow_time(small):
     assert unscaled > 4 * sgd_err
 
 
+# ---- a regime of one's own ---------------------------------------------------------------------------
+def test_regime_file_integrates_and_runs_sgd(tmp_path):
+    """A new regime is one file: written into a temporary folder, loaded, integrated, and stepped by fs.sgd in
+    the raw coordinates its embedding declares, with its own (quartic, not quadratic) weight decay."""
+    path = tmp_path / "quartic.py"
+    path.write_text(QUARTIC_REGIME_FILE, encoding="utf-8")
+    model = fs.load_model(path, lam=0.1)
+    data = fs.datasets.gaussian_clusters(n=16, dim=4, seed=0)
+    net = fs.Network((4, 5, 1), activation="linear")
+    s0 = model.init(net, seed=1, scale=1.0)
+    # one step by hand: W ← W − lr ∇L(W), L = Σ (y − f)² + λ Σ ‖W_k‖⁴
+    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+
+    def L(W):
+        return jnp.sum((y - net._forward(W, x)) ** 2) + 0.1 * sum(jnp.sum(w**2) ** 2 for w in W)
+
+    W0 = s0.weights()
+    W1 = tuple(w - 1e-2 * g for w, g in zip(W0, jax.grad(L)(W0)))
+    one = fs.sgd(model, net, data, s0, lr=1e-2, steps=1)
+    for k in range(2):
+        np.testing.assert_allclose(np.asarray(one.rho_k[-1, k] * one.V[k][-1]), np.asarray(W1[k]), rtol=1e-12)
+    assert float(one.loss[-1]) == pytest.approx(float(L(W1)), rel=1e-12)
+    # GD converges to the file's flow, integrated by fs.simulate, at first order
+    flow = fs.simulate(model, net, data, s0, t1=0.5, ts=np.linspace(0.0, 0.5, 11), rtol=1e-10, atol=1e-12)
+    res = fs.convergence_order(flow, gd_runs(model, net, data, s0, 0.5, LRS))
+    assert abs(res.order - 1.0) < 0.2 and res.errors[0] < 0.02, res
+    # minibatch SGD on it runs and lowers the loss
+    run = fs.sgd(model, net, data, s0, lr=1e-2, steps=400, batch_size=4, seed=0, record_every=100)
+    assert run.stats["model"] == "quartic" and float(run.loss[-1]) < 0.8 * float(run.loss[0])
+
+
 # ---- SGD noise floor and low-rank bias -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def wd_runs():
@@ -170,53 +196,6 @@ def test_stable_rank_closed_form():
     assert float(fs._discrete.stable_rank(W)) == pytest.approx(10.0 / 9.0)
 
 
-# ---- batch normalization ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bn_problem():
-    data = fs.datasets.gaussian_clusters(n=32, dim=8, seed=0)
-    net = fs.Network((8, 16, 16, 1))
-    return data, net
-
-
-def test_batchnorm_training_keeps_rho_finite_and_learns(bn_problem):
-    data, net = bn_problem
-    model = fs.load_model("normalized", lam=1e-2)
-    s0 = model.init(net, seed=0)
-    run = fs.sgd(model, net, data, s0, lr=2e-3, steps=3000, batch_size=16, record_every=30, batchnorm=True)
-    rho = np.asarray(run.rho)
-    assert np.all(np.isfinite(rho)) and rho.max() < 2 * rho[0] and rho[-1] > 0
-    assert float(run.loss[-1]) < 0.05 * float(run.loss[0])
-    assert float(np.mean(np.asarray(run.margins[-1]) > 0)) == 1.0
-    assert run.rho_k.shape == (len(run), 3)
-    np.testing.assert_allclose(np.prod(np.asarray(run.rho_k), axis=1), rho, rtol=1e-12)
-    assert run.stats["method"] == "sgd+batchnorm"
-
-
-def test_batchnorm_forward_is_row_scale_invariant(bn_problem):
-    data, net = bn_problem
-    model = fs.load_model("normalized")
-    s0 = model.init(net, seed=1)
-    spec = _sgd._Spec(net, model.regime, "square", data.n, None, False, 1, False, None, affine=False, bn_eps=0.0)
-    raw = _batchnorm.bn_raw(s0, False, net.widths)
-    x = jnp.asarray(data.x)
-    u, _ = _batchnorm.bn_forward(spec, raw, x)
-    scaled = dict(raw, W=(raw["W"][0] * jnp.linspace(0.5, 3.0, 16)[:, None], raw["W"][1] * 7.0, raw["W"][2]))
-    u2, _ = _batchnorm.bn_forward(spec, scaled, x)
-    np.testing.assert_allclose(np.asarray(u2), np.asarray(u), rtol=1e-10, atol=1e-12)
-
-
-def test_batchnorm_affine_option(bn_problem):
-    data, net = bn_problem
-    model = fs.load_model("normalized", lam=1e-2)
-    s0 = model.init(net, seed=0)
-    run = fs.sgd(model, net, data, s0, lr=2e-3, steps=600, record_every=100, batchnorm=True, bn_affine=True)
-    assert run.stats["bn_affine"] is True
-    # weight decay on the gains γ = 1 (32 of them) is part of the loss
-    plain = fs.sgd(model, net, data, s0, lr=2e-3, steps=1, batchnorm=True)
-    assert float(run.loss[0]) == pytest.approx(float(plain.loss[0]) + 1e-2 * 32)
-    assert float(run.loss[-1]) < float(run.loss[0])
-
-
 # ---- run mechanics ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def basic(small):
@@ -239,13 +218,20 @@ def test_record_every_thins_and_keeps_the_last_step(basic):
     assert every.stats["lr"] == 1e-2 and every.stats["batch_size"] == 4 and every.stats["method"] == "sgd"
 
 
+# Merged from the two former copies: same seed, bit-identical run; another seed, another run.
 def test_minibatches_are_reproducible(basic):
     model, net, data, s0 = basic
     a = fs.sgd(model, net, data, s0, lr=1e-2, steps=50, batch_size=4, seed=1, record_every=10)
     b = fs.sgd(model, net, data, s0, lr=1e-2, steps=50, batch_size=4, seed=1, record_every=10)
     c = fs.sgd(model, net, data, s0, lr=1e-2, steps=50, batch_size=4, seed=2, record_every=10)
-    np.testing.assert_array_equal(np.asarray(a.V[0]), np.asarray(b.V[0]))
+    same_bits(a, b)
     assert not np.allclose(np.asarray(a.V[0][-1]), np.asarray(c.V[0][-1]))
+    net, data = small_problem()
+    model = fs.load_model("weightnorm", lam=0.1)
+    state = model.init(net, seed=2)
+    a, b, c = (fs.sgd(model, net, data, state, lr=0.01, steps=20, batch_size=3, seed=s) for s in (7, 7, 8))
+    same_bits(a, b)
+    assert not np.array_equal(np.asarray(a.rho), np.asarray(c.rho))  # the seed is used
 
 
 def test_full_batch_is_gd_on_L(basic):
@@ -302,110 +288,89 @@ def test_normalized_and_weightnorm_steps(small):
         np.testing.assert_allclose(np.asarray(one.V[k][-1]), np.asarray(v / jnp.linalg.norm(v)), rtol=1e-12)
 
 
+# Merged from the two former copies: the message names the step and the learning rate; the records before
+# it are attached, finite.
 def test_divergence_raises_solve_error_with_partial(basic):
     model, net, data, s0 = basic
     with pytest.raises(fs.SolveError, match=r"diverged at step \d+") as info:
         fs.sgd(model, net, data, s0, lr=1.0, steps=500, record_every=2)
+    assert "lr = 1" in str(info.value)
     partial = info.value.partial
     assert isinstance(partial, fs.Trajectory) and len(partial) >= 1
     step = int(str(info.value).split("step ")[1].split(" ")[0])
     assert float(partial.ts[-1]) < step * 1.0
     assert np.all(np.isfinite(np.asarray(partial.loss))) and np.all(np.isfinite(np.asarray(partial.V[0])))
+    assert np.all(np.isfinite(np.asarray(partial.rho)))
     assert partial.stats["stopped"] == "diverged"
 
 
-BAD = [
-    (dict(lr=0.0), "lr"),
-    (dict(lr=-1e-3), "lr"),
-    (dict(lr=float("nan")), "lr"),
-    (dict(lr="0.1"), "lr"),
-    (dict(steps=0), "steps"),
-    (dict(steps=2.5), "steps"),
-    (dict(batch_size=17), "batch_size"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(batch_size=1, batchnorm=True), "batch_size"),
-    (dict(momentum=1.0), "momentum"),
-    (dict(momentum=-0.5), "momentum"),
-    (dict(record_every=0), "record_every"),
-    (dict(seed=1.5), "seed"),
-    (dict(batchnorm="yes"), "batchnorm"),
-    (dict(bn_eps=0.0), "bn_eps"),
-    (dict(bn_momentum=0.0), "bn_momentum"),
-]
+def test_sgd_minibatch_divergence_names_the_batch():
+    net, data = small_problem()
+    model = fs.load_model("unnormalized", lam=0.0)
+    with pytest.raises(fs.SolveError) as excinfo:
+        fs.sgd(model, net, data, model.init(net, seed=0), lr=1e6, steps=30, batch_size=3, seed=0)
+    assert "diverged at step" in str(excinfo.value) and "batch_size = 3" in str(excinfo.value)
 
 
-@pytest.mark.parametrize("kwargs, argument", BAD)
-def test_bad_arguments_raise_before_tracing(basic, monkeypatch, kwargs, argument):
-    model, net, data, s0 = basic
+# ---- argument validation ---------------------------------------------------------------------------
+# Merged from the two former lists (small_problem has N = 6 samples).
+@pytest.mark.parametrize(
+    "overrides, argument, hint",
+    [
+        (dict(lr=0.0), "lr", "0.0"),
+        (dict(lr=-0.1), "lr", "-0.1"),
+        (dict(lr=float("nan")), "lr", "nan"),
+        (dict(lr=float("inf")), "lr", "inf"),
+        (dict(lr="0.1"), "lr", "'0.1'"),
+        (dict(steps=0), "steps", "0"),
+        (dict(steps=-3), "steps", "-3"),
+        (dict(steps=2.0), "steps", "2.0"),
+        (dict(steps=2.5), "steps", "2.5"),
+        (dict(batch_size=7), "batch_size", "7"),  # N = 6
+        (dict(batch_size=0), "batch_size", "0"),
+        (dict(batch_size=2.5), "batch_size", "2.5"),
+        (dict(momentum=1.0), "momentum", "1.0"),
+        (dict(momentum=-0.5), "momentum", "-0.5"),
+        (dict(record_every=0), "record_every", "0"),
+        (dict(seed=1.5), "seed", "1.5"),
+        (dict(batchnorm="yes"), "batchnorm", "'yes'"),
+        (dict(batchnorm=True, batch_size=1), "batch_size", "1"),
+        (dict(bn_eps=0.0), "bn_eps", "0.0"),
+        (dict(bn_momentum=0.0), "bn_momentum", "0.0"),
+        (dict(data=fs.Dataset(np.ones((3, 3)), np.array([1.0, -1.0, 1.0]))), "data", "dimension 3"),
+        (dict(model="normalized"), "model", "str"),
+    ],
+)
+def test_sgd_rejects_bad_arguments_before_tracing(no_tracing, overrides, argument, hint):
+    net, data = small_problem()
+    model = fs.load_model("unnormalized", lam=0.1)
+    kwargs = dict(model=model, net=net, data=data, state=model.init(net, seed=0), lr=0.1, steps=3)
+    kwargs.update(overrides)
+    problem = [kwargs.pop(k) for k in ("model", "net", "data", "state")]
+    with pytest.raises(fs.FlowsimError) as excinfo:
+        fs.sgd(*problem, **kwargs)
+    assert_input_error(excinfo, argument, hint)
 
-    def traced(*a, **k):
-        raise AssertionError("compiled before validating")
 
-    monkeypatch.setattr(_sgd, "_run_jit", traced)
-    args = dict(lr=1e-2, steps=10) | kwargs
-    with pytest.raises(ValueError, match=f"`{argument}`") as info:
-        fs.sgd(model, net, data, s0, **args)
-    assert isinstance(info.value, fs.InputError)
-
-
-def test_bad_problem_arguments(basic):
-    model, net, data, s0 = basic
-    with pytest.raises(fs.InputError, match="`model`"):
-        fs.sgd("unnormalized", net, data, s0, lr=1e-2, steps=1)
-    with pytest.raises(fs.InputError, match="`state`"):
-        fs.sgd(fs.load_model("normalized"), net, data, s0, lr=1e-2, steps=1)
-    with pytest.raises(fs.InputError, match="`data`"):
-        fs.sgd(model, net, fs.datasets.gaussian_clusters(n=8, dim=3), s0, lr=1e-2, steps=1)
+def test_batchnorm_needs_a_hidden_layer(basic):
+    _, _, data, _ = basic
+    one = fs.Network((4, 1))
+    m = fs.load_model("normalized")
     with pytest.raises(fs.InputError, match="`batchnorm`"):
-        one = fs.Network((4, 1))
-        m = fs.load_model("normalized")
         fs.sgd(m, one, data, m.init(one), lr=1e-2, steps=1, batchnorm=True)
 
 
-# ---- compare and convergence_order -----------------------------------------------------------------
-def test_compare_identical_and_interpolated(basic):
-    model, net, data, s0 = basic
-    run = fs.sgd(model, net, data, s0, lr=1e-2, steps=40, record_every=4)
-    same = fs.compare(run, run)
-    assert not same.interpolated and all(v == 0.0 for v in same.max().values())
-    coarse = fs.sgd(model, net, data, s0, lr=1e-2, steps=40, record_every=8)
-    fine = fs.sgd(model, net, data, s0, lr=1e-2, steps=40, record_every=1)
-    c = fs.compare(coarse, fine)
-    assert c.interpolated and c.ts.size == 41
-    assert np.all(c.weights[::8] == 0.0) and np.all(c.weights[1::8] > 0.0)  # exact at the saves only
-    assert c.max()["weights"] < 0.1 * float(np.max(fine.rho))  # linear interpolation over 8 steps
-    exact = fs.compare(fine, coarse)
-    assert not exact.interpolated and exact.max()["weights"] == 0.0
-    assert "Comparison(" in repr(c)
-    with pytest.raises(fs.InputError, match="`run`"):
-        fs.compare(run, with_times(run, run.ts + 10.0))
-    with pytest.raises(fs.InputError, match="`flow`"):
-        fs.compare("flow", run)
+def test_sgd_rejects_a_regime_it_cannot_step_in(basic):
+    import sympy as sp
+
+    _, net, data, _ = basic
+    squared = fs.Regime("squared", "raw matrix s² V", True, lambda s, th: (s**2 * sp.cos(th), s**2 * sp.sin(th)),
+                        lambda s, lam: lam * s**2)
+    model = fs.Model(squared, 0.1)
+    with pytest.raises(fs.FlowsimError) as excinfo:
+        fs.sgd(model, net, data, model.init(net), lr=1e-2, steps=1)
+    assert_input_error(excinfo, "model", "'squared'", "raw coordinates fs.sgd can step in")
 
 
-def test_compare_normalized_run_with_batchnorm_run_shapes(bn_problem):
-    data, net = bn_problem
-    model = fs.load_model("normalized", lam=1e-2)
-    s0 = model.init(net, seed=0)
-    flow_like = fs.sgd(model, net, data, s0, lr=2e-3, steps=20, record_every=10)
-    bn = fs.sgd(model, net, data, s0, lr=2e-3, steps=20, record_every=10, batchnorm=True)
-    c = fs.compare(flow_like, bn)
-    assert c.rho_k is None and c.ts.size == 3 and np.all(np.isfinite(c.weights))
-
-
-def test_convergence_order_recovers_a_known_power(basic):
-    model, net, data, s0 = basic
-    flow = fs.sgd(model, net, data, s0, lr=1e-2, steps=10, record_every=5)
-    lrs = [0.1, 0.05, 0.025]
-    runs = {lr: with_times(Trajectory(
-        ts=flow.ts, rho=flow.rho * (1 + lr**2), rho_k=flow.rho_k, V=flow.V, margins=flow.margins,
-        loss=flow.loss, rho_eq=flow.rho_eq), flow.ts) for lr in lrs}
-    res = fs.convergence_order(flow, runs, metric="rho")
-    assert res.order == pytest.approx(2.0, abs=1e-9)
-    np.testing.assert_allclose(res.lrs, sorted(lrs))
-    with pytest.raises(fs.InputError, match="`metric`"):
-        fs.convergence_order(flow, runs, metric="nope")
-    with pytest.raises(fs.InputError, match="`runs`"):
-        fs.convergence_order(flow, [flow])
-    with pytest.raises(fs.InputError, match=r"`runs\[0\]`"):
-        fs.convergence_order(flow, list(runs.values()))  # no stats["lr"]
+def test_sgd_is_public():
+    assert fs.sgd is _sgd.sgd and "sgd" in fs.__all__

@@ -1,4 +1,5 @@
-"""fs.sweep and result files: members equal single runs, files round-trip, sweeps resume, devices agree."""
+"""flowsim._solver._sweep: members equal single runs, sweeps resume (also on another number of devices), devices
+agree, arguments are validated before any tracing."""
 
 import json
 import os
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import flowsim as fs
+from helpers import assert_input_error, small_problem
 
 T1 = 5.0
 TS = np.linspace(0.0, T1, 11)
@@ -79,38 +81,6 @@ def test_relu_member_matches_single_run():
     assert res.trajectory(0).stats["accepted_steps"] == traj.stats["accepted_steps"]
 
 
-def test_save_load_round_trip_exact(linear_sweep, tmp_path):
-    res = linear_sweep[-1]
-    path = tmp_path / "sweep.nc"
-    res.save(path)
-    back = fs.load(path)
-    assert back.ds.identical(res.ds)
-    assert not [p for p in os.listdir(tmp_path) if p != "sweep.nc"]  # no temporary file left behind
-    t0, t1 = res.trajectory(3), back.trajectory(3)
-    np.testing.assert_array_equal(np.asarray(t0.margins), np.asarray(t1.margins))
-
-
-def test_load_rejects_missing_truncated_and_foreign_files(linear_sweep, tmp_path):
-    import xarray as xr
-
-    with pytest.raises(fs.ResultFileError, match="does not exist"):
-        fs.load(tmp_path / "nope.nc")
-    good = tmp_path / "good.nc"
-    linear_sweep[-1].save(good)
-    blob = good.read_bytes()
-    (tmp_path / "cut.nc").write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(fs.ResultFileError, match="not a readable"):
-        fs.load(tmp_path / "cut.nc")
-    xr.Dataset({"a": ("x", np.arange(3.0))}).to_netcdf(tmp_path / "foreign.nc", engine="netcdf4")
-    with pytest.raises(fs.ResultFileError, match="not a flowsim sweep file"):
-        fs.load(tmp_path / "foreign.nc")
-    ds = fs.load(good).ds.drop_vars("margins")
-    ds.to_netcdf(tmp_path / "partial.nc", engine="netcdf4")
-    with pytest.raises(fs.ResultFileError, match="margins"):
-        fs.load(tmp_path / "partial.nc")
-    assert issubclass(fs.ResultFileError, fs.FlowsimError)
-
-
 class _Interrupt(Exception):
     pass
 
@@ -145,18 +115,6 @@ def test_interrupted_sweep_resumes_without_recomputing(linear_sweep, tmp_path):
         fs.sweep(model, net, data, states, t1=T1, ts=TS, path=path, chunk_size=2, lam=[0.06])
 
 
-def test_bad_arguments():
-    data, net, model, states = _problem()
-    with pytest.raises(fs.InputError, match="`solver`"):
-        fs.sweep(model, net, data, states, t1=T1, ts=TS, solver="bdf")
-    with pytest.raises(fs.InputError, match="`states`"):
-        fs.sweep(model, net, data, [], t1=T1, ts=TS)
-    with pytest.raises(fs.InputError, match="`seed`"):
-        fs.sweep(model, net, data, states, t1=T1, ts=TS, seed=[1, 2])
-    with pytest.raises(fs.InputError, match="`lam`"):
-        fs.sweep(model, net, data, states, t1=T1, ts=TS, lam=[-1.0])
-
-
 _CHILD = """
 import json, sys, numpy as np, jax
 import flowsim as fs
@@ -164,22 +122,62 @@ data = fs.datasets.gaussian_clusters(n=10, dim=3, seed=0)
 net = fs.Network((3, 4, 1), "linear")
 model = fs.load_model("normalized", lam=1e-2)
 states = [model.init(net, seed=k, scale=0.5) for k in range(3)]
+computed = []
 res = fs.sweep(model, net, data, states, t1=5.0, ts=np.linspace(0.0, 5.0, 11), lam=[1e-2, 1e-1],
-               scale=[0.5] * 3, seed=[0, 1, 2], chunk_size=3, path=sys.argv[1])
-print(json.dumps({"devices": len(jax.devices()), "complete": res.complete}))
+               scale=[0.5] * 3, seed=[0, 1, 2], chunk_size=3, path=sys.argv[1], _on_chunk=computed.append)
+print(json.dumps({"devices": len(jax.devices()), "complete": res.complete, "computed": computed}))
 """
 
 
-def test_sharded_over_four_host_devices_matches_one_device(linear_sweep, tmp_path):
+def test_resumed_on_four_host_devices_matches_one_device(linear_sweep, tmp_path):
+    """A file started on one device (chunks of 3) resumes on four (chunks of 4): the chunking is not part of
+    the sweep's identity, only the missing members are computed, and the devices agree."""
+    data, net, model, states, one = linear_sweep
+    path = tmp_path / "moved.nc"
+
+    def stop(c):
+        raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        fs.sweep(model, net, data, states, t1=T1, ts=TS, lam=LAMS, scale=[0.5] * 3, seed=[0, 1, 2], chunk_size=3,
+                 path=path, _on_chunk=stop)
+    started = fs.load(path).ds
+    assert list(started["status"].values) == [0, 0, 0, -1, -1, -1]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    path = tmp_path / "four.nc"
     out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
-    assert info == {"devices": 4, "complete": True}
-    four, one = fs.load(path).ds, linear_sweep[-1].ds
+    assert info == {"devices": 4, "complete": True, "computed": [0, 1]}  # members 3 (chunk 0), 4 and 5 (chunk 1)
+    four = fs.load(path).ds
     assert four.attrs["chunk_size"] == 4  # rounded up to a multiple of the device count
     for name in ("rho", "margins", "loss", "rho_eq", "V_1", "V_2"):
-        np.testing.assert_allclose(four[name].values, one[name].values, rtol=0, atol=1e-10, err_msg=name)
-    np.testing.assert_array_equal(four["lam"].values, one["lam"].values)
+        np.testing.assert_array_equal(four[name].values[:3], started[name].values[:3], err_msg=name)  # kept
+        np.testing.assert_allclose(four[name].values, one.ds[name].values, rtol=0, atol=1e-10, err_msg=name)
+    np.testing.assert_array_equal(four["lam"].values, one.ds["lam"].values)
+
+
+@pytest.mark.parametrize(
+    "overrides, argument, hint",
+    [
+        (dict(t1=0.0), "t1", "0.0"),
+        (dict(t1=float("nan")), "t1", "nan"),
+        (dict(ts=[0.0, 2.0]), "ts", "[0, 2]"),
+        (dict(rtol=0.0), "rtol", "0.0"),
+        (dict(atol=-1.0), "atol", "-1.0"),
+        (dict(states=[]), "states", "[]"),
+        (dict(lam=[0.1, -1.0]), "lam", "-1.0"),
+        (dict(lam=[float("nan")]), "lam", "nan"),
+        (dict(solver="bdf"), "solver", "'bdf'"),
+        (dict(seed=[1, 2, 3]), "seed", None),
+        (dict(chunk_size=0), "chunk_size", "0"),
+    ],
+)
+def test_sweep_rejects_bad_arguments_before_tracing(no_tracing, overrides, argument, hint):
+    net, data = small_problem()
+    model = fs.load_model("normalized", lam=0.1)
+    kwargs = dict(model=model, net=net, data=data, states=[model.init(net, seed=0), model.init(net, seed=1)], t1=1.0)
+    kwargs.update(overrides)
+    with pytest.raises(fs.FlowsimError) as excinfo:
+        fs.sweep(**kwargs)
+    assert_input_error(excinfo, argument, hint)

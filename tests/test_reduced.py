@@ -1,4 +1,5 @@
-"""Phase portraits: the reduced planar models, their equilibria and classes, and the figures (issue 6).
+"""flowsim._analysis (reduced models): the exact planar reductions, their equilibria, continua, nullclines and
+classification.
 
 References are independent of the derivation: the full model's vector field, the Euclidean gradient of the
 loss in weight space (jax.grad), and hand-derived closed forms (ridge regression; the balance hyperbolas).
@@ -10,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
 import flowsim as fs
 from flowsim import plot as fplot
@@ -33,7 +33,6 @@ def _moments(data):
     return float(np.sum(x * y)), float(np.sum(x * x))
 
 
-# ---- the reductions agree with the full models and with weight space ---------------------------
 def test_angle_field_matches_full_model(angle_data):
     model = fs.load_model("normalized", lam=0.7)
     red = fplot.reduced_model(model, angle_data)
@@ -84,7 +83,6 @@ def test_reduction_rejects_bad_input(chain_data):
         fplot.reduced_model(fs.load_model("normalized"), np.ones((4, 2)))
 
 
-# ---- (a) one normalized linear layer: ridge regression -----------------------------------------
 @pytest.mark.parametrize("lam", [0.0, 2.5])
 def test_angle_equilibrium_is_ridge_optimum_and_stable(lam, angle_data):
     red = fplot.reduced_model(fs.load_model("normalized", lam=lam), angle_data)
@@ -141,7 +139,6 @@ def test_angle_nullclines_are_symbolic_and_match_rho_eq(angle_data):
     assert any(b.expr == 0 for b in n_theta.branches)  # θ̇ ∝ ρ: the axis ρ = 0 is a θ̇-nullcline
 
 
-# ---- (b) the scalar two-layer chain: balance hyperbolas -----------------------------------------
 def test_chain_lambda0_continuum_on_hyperbola(chain_data):
     red = fplot.reduced_model(fs.load_model("unnormalized", lam=0.0), chain_data)
     sxy, sxx = _moments(chain_data)
@@ -210,59 +207,12 @@ def test_classify():
     assert fplot.classify([1j, -1j]) == "center"
 
 
-# ---- the figures -----------------------------------------------------------------------------
-def test_phase_portrait_figures(tmp_path, chain_data):
-    fig = fplot.phase_portrait(fs.load_model("unnormalized", lam=0.0), chain_data, n_trajectories=16, grid=15,
-                               **TIGHT)
-    assert isinstance(fig, Figure)
-    (ax,) = fig.axes
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "saddle" in labels and "continuum of equilibria (degenerate)" in labels
-    fig.savefig(tmp_path / "b.png", dpi=60)
-    assert (tmp_path / "b.png").stat().st_size > 1000
-    # into a given Axes; the angle chart
-    fig2 = Figure()
-    ax2 = fig2.add_subplot()
-    out = fplot.phase_portrait(fs.load_model("normalized", lam=1.0), n_trajectories=9, grid=15, ax=ax2, **TIGHT)
-    assert out is fig2
-    labels = [t.get_text() for t in ax2.get_legend().get_texts()]
-    assert "stable node" in labels and "saddle" in labels
-
-
-def test_phase_portrait_rejects_bad_input(chain_data):
-    model = fs.load_model("unnormalized")
-    with pytest.raises(fs.InputError, match="n_trajectories"):
-        fplot.phase_portrait(model, chain_data, n_trajectories=-1)
-    with pytest.raises(fs.InputError, match="n_trajectories"):
-        fplot.phase_portrait(model, chain_data, n_trajectories=2.5)
-    with pytest.raises(fs.InputError, match="domain"):
-        fplot.phase_portrait(model, chain_data, domain=((1, 0), (0, 1)))
-    with pytest.raises(fs.InputError, match="t1"):
-        fplot.phase_portrait(model, chain_data, t1=-1.0)
-    with pytest.raises(fs.InputError, match="flowsim.Model"):
-        fplot.phase_portrait("unnormalized")
-
-
-# ---- deep networks and the reproduce hook ------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_deep_portrait_linear_net(tmp_path):
-    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
-    net = fs.Network((3, 4, 1), activation="linear")
-    fig = fplot.deep_portrait(fs.load_model("normalized", lam=0.05), net, data, scales=(0.2, 2.0), seeds=(1,),
-                              t1=5.0, n_save=40)
-    assert isinstance(fig, Figure)
-    (ax,) = fig.axes
-    assert ax.get_yscale() == "log" and len(ax.lines) >= 2 * 4
-    with pytest.raises(fs.InputError, match="`x`"):
-        fplot.deep_portrait(fs.load_model("normalized"), net, data, x="nope")
-
-
-@pytest.mark.slow
-def test_save_all_writes_pngs(tmp_path):
-    paths = fplot.save_all(tmp_path, quick=True, dpi=50, deep=False)  # deep_portrait is tested above
-    names = {p.name for p in paths}
-    assert {"phase_normalized.png", "phase_unnormalized.png"} <= names
-    for p in paths:
-        assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_reduction_reports_its_equations_and_maps_states():
+    red = fplot.reduced_model(fs.load_model("normalized", lam=0.5))
+    assert red.kind == "angle" and red.coords == ("rho", "theta") and "Reduced2D('normalized'" in repr(red)
+    assert red.latex().startswith("\\begin{aligned}") and "M_{" in red.latex()
+    z = np.array([1.3, 0.4])
+    np.testing.assert_allclose(red.from_state(red.to_state(z)), z, rtol=1e-14)
+    np.testing.assert_allclose(red.canonical([-1.0, 0.5]), [1.0, 0.5 - math.pi], rtol=1e-14)  # (−ρ, θ) ~ (ρ, θ+π)
+    with pytest.raises(fs.InputError, match="`t1`"):
+        red.integrate(z, t1=-1.0)

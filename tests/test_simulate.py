@@ -1,16 +1,27 @@
+"""flowsim._solver._simulate: fs.simulate against closed forms and independent integrators, its solvers, its
+faults, its argument validation and its determinism."""
+
+import math
 import warnings
 
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import sympy as sp
+from hypothesis import HealthCheck, given, settings
 from scipy.integrate import solve_ivp
 
 import flowsim as fs
+from helpers import assert_input_error, same_bits, separable_sign, small_problem
 from reference import random_directions, reference_field
 
-warnings.filterwarnings("ignore", message="the initial state is not on average separable")
+pytestmark = pytest.mark.filterwarnings("ignore:the initial state is not on average separable")
+
+SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+X_OK = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+Y_OK = np.array([1.0, -1.0, 1.0])
 
 
 def _aligned(V, data, net):
@@ -21,6 +32,7 @@ def _aligned(V, data, net):
     return V
 
 
+# ---- closed forms and independent references --------------------------------------------------
 def test_ridge_regression_closed_form():
     """normalized, one linear layer: the steady state ρV is ridge regression (XᵀX + λI)⁻¹Xᵀy."""
     data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
@@ -165,6 +177,7 @@ def test_sliding_case_matches_fine_euler_reference():
         assert np.max(np.abs(np.asarray(tr.V[k][-1]) - np.asarray(V_fine[k]))) < 1e-4
 
 
+# ---- manifolds, balance law, steady state ------------------------------------------------------
 @pytest.mark.parametrize("name", ["unnormalized", "weightnorm"])
 @pytest.mark.parametrize("lam", [0.0, 0.1])
 def test_manifold_and_balance_laws(name, lam):
@@ -188,6 +201,41 @@ def test_manifold_and_balance_laws(name, lam):
     assert fs.simulate(m, net, data, s0, t1=5.0).stats["max_balance_drift"] < 1e-5
 
 
+SIM_WIDTHS = ((2, 3, 1), (2, 2, 2, 1))  # few shapes: every shape compiles the field and its Jacobian once
+
+
+@pytest.mark.slow
+@settings(max_examples=6, **SETTINGS)
+@given(
+    name=st.sampled_from(("unnormalized", "weightnorm")),
+    widths=st.sampled_from(SIM_WIDTHS),
+    lam=st.sampled_from((0.0, 0.05, 0.5)),
+    seed=st.integers(0, 2**16),
+)
+def test_simulate_keeps_unit_directions_and_the_balance_law(name, widths, lam, seed):
+    rng = np.random.default_rng(seed)
+    net, data = small_problem(widths, n=6, seed=seed % 7)
+    model = fs.load_model(name, lam=lam)
+    V = separable_sign(net, data, random_directions(widths, seed))
+    rho_k = rng.uniform(0.6, 1.6, len(V))  # unbalanced: the invariant is not zero
+    state = model.state(V, rho_k=list(rho_k))
+    t1 = 1.0
+    traj = fs.simulate(model, net, data, state, t1=t1, ts=np.linspace(0.0, t1, 6), rtol=1e-9, atol=1e-12,
+                       progress=False, enforce_balance=False)  # measure the law, do not impose it
+    for v in traj.V:
+        norms = np.linalg.norm(np.asarray(v).reshape(v.shape[0], -1), axis=1)
+        assert np.max(np.abs(norms - 1.0)) <= 1e-10
+    assert traj.stats["max_norm_drift"] <= 1e-6  # the solver itself stays near the sphere
+    assert math.isclose(model.invariant_rate(), -4.0 * lam, rel_tol=1e-12, abs_tol=1e-15)
+    rk = np.asarray(traj.rho_k)
+    Q = rk[:, 1:] ** 2 - rk[:, :1] ** 2
+    Q0 = rho_k[1:] ** 2 - rho_k[0] ** 2
+    expected = Q0[None, :] * np.exp(-4.0 * lam * np.asarray(traj.ts))[:, None]
+    ref = np.max(np.abs(Q0)) + 1e-300
+    assert np.max(np.abs(Q - expected)) <= 1e-7 * ref
+    assert traj.stats["max_balance_drift"] <= 1e-6  # before projection, too
+
+
 def test_steady_state_stops_and_records():
     data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
     net = fs.Network((5, 1), "linear")
@@ -202,7 +250,33 @@ def test_steady_state_stops_and_records():
     assert tr2.stats["steady_state"] is False and tr2.ts[-1] == 1.0
 
 
+@pytest.mark.slow
+@settings(max_examples=5, **SETTINGS)
+@given(lam=st.floats(0.05, 2.0), seed=st.integers(0, 2**16))
+def test_rho_reaches_rho_eq_at_steady_state(lam, seed):
+    net, data = small_problem((2, 1), n=6, seed=seed % 5, activation="linear")
+    model = fs.load_model("normalized", lam=lam)
+    V = separable_sign(net, data, random_directions((2, 1), seed))
+    state = model.state(V, rho=float(np.random.default_rng(seed).uniform(0.2, 3.0)))
+    traj = fs.simulate(model, net, data, state, t1=1e4, ts=[0.0, 1.0], steady_state=True, steady_tol=1e-11,
+                       rtol=1e-10, atol=1e-12, progress=False)
+    assert traj.stats["steady_state"]
+    rho, rho_eq = float(traj.rho[-1]), float(traj.rho_eq[-1])
+    assert rho_eq > 0
+    assert abs(rho - rho_eq) <= 1e-6 * abs(rho_eq), (rho, rho_eq)
+
+
+# ---- run-time faults -----------------------------------------------------------------------------
+# Merged from the two former step-limit tests: the message says how to fix it, the part computed is attached.
 def test_step_limit_raises_with_partial_trajectory():
+    net, data = small_problem()
+    model = fs.load_model("unnormalized", lam=0.1)
+    with pytest.raises(fs.SolveError) as excinfo:
+        fs.simulate(model, net, data, model.init(net, seed=0), t1=100.0, max_steps=2, progress=False)
+    msg = str(excinfo.value)
+    assert "max_steps = 2" in msg and "raise max_steps" in msg and "t =" in msg, msg
+    partial = excinfo.value.partial
+    assert isinstance(partial, fs.Trajectory) and 1 <= len(partial) and float(partial.ts[-1]) < 100.0
     data = fs.datasets.gaussian_clusters(n=20, dim=5, seed=0)
     net = fs.Network((5, 8, 1))
     m = fs.load_model("normalized", lam=0.01)
@@ -228,49 +302,42 @@ def test_blow_up_raises_naming_the_time():
     assert float(partial.ts[-1]) < 0.2 and float(partial.rho[-1]) > 1e3
 
 
-@pytest.mark.parametrize(
-    "kwargs, argument",
-    [
-        ({"t1": 0.0}, "t1"),
-        ({"t1": float("nan")}, "t1"),
-        ({"t1": 1.0, "ts": [0.0, 2.0]}, "ts"),
-        ({"t1": 1.0, "ts": [0.5, 0.2]}, "ts"),
-        ({"t1": 1.0, "rtol": 0.0}, "rtol"),
-        ({"t1": 1.0, "atol": -1.0}, "atol"),
-        ({"t1": 1.0, "solver": "euler"}, "solver"),
-        ({"t1": 1.0, "max_steps": 0}, "max_steps"),
-    ],
-)
-def test_bad_arguments(kwargs, argument):
-    data = fs.datasets.gaussian_clusters(n=6, dim=3, seed=0)
-    net = fs.Network((3, 4, 1))
-    m = fs.load_model("normalized")
-    s0 = m.init(net, seed=0)
-    with pytest.raises(ValueError, match=f"`{argument}`"):
-        fs.simulate(m, net, data, s0, **kwargs)
+def test_non_finite_field_raises_solve_error_bdf():
+    net, data = small_problem()
+    model = fs.load_model("unnormalized", lam=0.0)
+    state = model.init(net, seed=0, scale=1e200)  # a valid scale whose field overflows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(fs.SolveError) as excinfo:
+            fs.simulate(model, net, data, state, t1=1.0, ts=[0.0, 1.0], progress=False)
+    assert "non-finite" in str(excinfo.value) and "t =" in str(excinfo.value)
+    assert excinfo.value.partial is not None
 
 
-def test_state_must_match_network_and_model():
-    data = fs.datasets.gaussian_clusters(n=6, dim=3, seed=0)
-    net = fs.Network((3, 4, 1))
-    m = fs.load_model("normalized")
-    other = m.init(fs.Network((3, 5, 1)), seed=0)
-    with pytest.raises(ValueError, match="shape"):
-        fs.simulate(m, net, data, other, t1=1.0)
-    with pytest.raises(ValueError, match="per-layer"):
-        fs.simulate(m, net, data, fs.load_model("unnormalized").init(net, seed=0), t1=1.0)
+@pytest.mark.slow
+def test_non_finite_field_raises_solve_error_diffrax():
+    net, data = small_problem()
+    model = fs.load_model("unnormalized", lam=0.0)
+    state = model.init(net, seed=0, scale=1e200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(fs.SolveError) as excinfo:
+            fs.simulate(model, net, data, state, t1=1.0, ts=[0.0, 1.0], solver="tsit5", max_steps=500,
+                        progress=False)
+    assert "non-finite" in str(excinfo.value), str(excinfo.value)
 
 
 def test_not_separable_start_warns():
-    data = fs.datasets.gaussian_clusters(n=10, dim=3, seed=0)
-    net = fs.Network((3, 1), "linear")
-    m = fs.load_model("normalized", lam=0.1)
-    w = -(data.x.T @ data.y)
-    s0 = m.state(V=[(w / np.linalg.norm(w))[None, :]], rho=1.0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fs.simulate(m, net, data, s0, t1=0.1)
-    assert any("not on average separable" in str(w.message) for w in caught)
+    net, data = small_problem()
+    model = fs.load_model("normalized", lam=0.1)
+    V = separable_sign(net, data, random_directions(net.widths, 3))
+    flipped = list(V[:-1]) + [-np.asarray(V[-1])]  # Σ y f < 0 now
+    state = model.state(flipped, rho=1.0)
+    with pytest.warns(UserWarning, match="not on average separable"):
+        fs.simulate(model, net, data, state, t1=0.01, ts=[0.0, 0.01], progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the separable start does not warn
+        fs.simulate(model, net, data, model.state(V, rho=1.0), t1=0.01, ts=[0.0, 0.01], progress=False)
 
 
 @pytest.mark.slow
@@ -286,3 +353,54 @@ def test_stall_case_explicit_stalls_auto_finishes():
     assert st["rejected_steps"] > 0.3 * (st["accepted_steps"] + st["rejected_steps"]) and st["t_final"] < 1.0
     tr = fs.simulate(m, net, data, s0, t1=50.0, progress=False)
     assert tr.stats["accepted_steps"] < 20000 and tr.stats["sliding_time"] > 0
+
+
+# ---- argument validation and determinism --------------------------------------------------------
+def _bad_simulate_cases():
+    """(label, overrides, argument, hint): overrides of the simulate call that must be rejected."""
+    nan = float("nan")
+    return [
+        ("t1 zero", dict(t1=0.0), "t1", "0.0"),
+        ("t1 negative", dict(t1=-1.0), "t1", "-1.0"),
+        ("t1 nan", dict(t1=nan), "t1", "nan"),
+        ("t1 inf", dict(t1=float("inf")), "t1", "inf"),
+        ("ts past t1", dict(t1=1.0, ts=[0.0, 0.5, 2.0]), "ts", "[0, 2]"),
+        ("ts negative", dict(t1=1.0, ts=[-0.1, 0.5]), "ts", "[-0.1, 0.5]"),
+        ("ts repeated", dict(t1=1.0, ts=[0.0, 0.5, 0.5]), "ts", "increasing"),
+        ("ts decreasing", dict(t1=1.0, ts=[0.0, 0.6, 0.3]), "ts", "increasing"),
+        ("ts nan", dict(t1=1.0, ts=[0.0, nan]), "ts", "finite"),
+        ("ts empty", dict(t1=1.0, ts=[]), "ts", "non-empty"),
+        ("rtol zero", dict(rtol=0.0), "rtol", "0.0"),
+        ("rtol negative", dict(rtol=-1e-6), "rtol", "-1e-06"),
+        ("rtol nan", dict(rtol=nan), "rtol", "nan"),
+        ("atol zero", dict(atol=0.0), "atol", "0.0"),
+        ("atol negative", dict(atol=-1.0), "atol", "-1.0"),
+        ("max_steps zero", dict(max_steps=0), "max_steps", "0"),
+        ("solver", dict(solver="euler"), "solver", "'euler'"),
+        ("smoothing", dict(smoothing=-1.0), "smoothing", "-1.0"),
+        ("model", dict(model="normalized"), "model", "str"),
+        ("net", dict(net=(2, 3, 1)), "net", "tuple"),
+        ("data", dict(data=(X_OK, Y_OK)), "data", "tuple"),
+        ("data dim", dict(data=fs.Dataset(np.ones((3, 3)), Y_OK)), "data", "dimension 3"),
+        ("state type", dict(state="state"), "state", "str"),
+    ]
+
+
+@pytest.mark.parametrize("label, overrides, argument, hint", _bad_simulate_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_simulate_rejects_bad_arguments_before_tracing(no_tracing, label, overrides, argument, hint):
+    net, data = small_problem()
+    model = fs.load_model("normalized", lam=0.1)
+    kwargs = dict(model=model, net=net, data=data, state=model.init(net, seed=0), t1=1.0)
+    kwargs.update(overrides)
+    with pytest.raises(fs.FlowsimError) as excinfo:
+        fs.simulate(**kwargs)
+    assert_input_error(excinfo, argument, hint)
+
+
+def test_simulate_is_bit_identical():
+    net, data = small_problem()
+    model = fs.load_model("unnormalized", lam=0.1)
+    state = model.state(separable_sign(net, data, random_directions(net.widths, 4)), rho_k=[0.9, 1.2])
+    runs = [fs.simulate(model, net, data, state, t1=0.5, ts=[0.0, 0.1, 0.5], progress=False) for _ in range(2)]
+    same_bits(runs[0], runs[1])
+    assert runs[0].stats["accepted_steps"] == runs[1].stats["accepted_steps"]
