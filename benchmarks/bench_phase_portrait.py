@@ -67,8 +67,9 @@ def ensemble_case(name, lam, repeats, n_scipy):
     ys, ok, steps = jax.block_until_ready(run(*args))
     first = time.perf_counter() - t0
     warm, _ = median_time(lambda: jax.block_until_ready(run(*args)), repeats)
-    rows["vmapped"] = dict(first=first, warm=warm, ok=bool(np.all(ok)), steps_mean=float(np.mean(steps)),
-                           steps_max=int(np.max(steps)))
+    rows["vmapped"] = dict(
+        first=first, warm=warm, ok=bool(np.all(ok)), steps_mean=float(np.mean(steps)), steps_max=int(np.max(steps))
+    )
     ends = np.asarray(ys)[:, -1]
 
     # baseline 1: one compiled single-trajectory solve, called in a Python loop
@@ -76,9 +77,19 @@ def ensemble_case(name, lam, repeats, n_scipy):
 
     @jax.jit
     def single(z, ts, p):
-        sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), ts[0], ts[-1], None, z, args=p,
-                                  saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(**tol),
-                                  max_steps=16384, throw=False)
+        sol = diffrax.diffeqsolve(
+            term,
+            diffrax.Tsit5(),
+            ts[0],
+            ts[-1],
+            None,
+            z,
+            args=p,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=diffrax.PIDController(**tol),
+            max_steps=16384,
+            throw=False,
+        )
         return sol.ys
 
     starts = list(args[0])  # slice once, outside the timing
@@ -98,8 +109,9 @@ def ensemble_case(name, lam, repeats, n_scipy):
             sol = solve_ivp(fnp, (0.0, t1), z0[i], method=method, rtol=tol["rtol"], atol=tol["atol"])
             errs.append(np.max(np.abs(sol.y[:, -1] - ends[i])))
         dt = time.perf_counter() - t0
-        rows[f"scipy solve_ivp {method} (jitted field)"] = dict(warm=dt * N_TRAJ / n_scipy, measured_on=n_scipy,
-                                                                agree=float(np.max(errs)))
+        rows[f"scipy solve_ivp {method} (jitted field)"] = dict(
+            warm=dt * N_TRAJ / n_scipy, measured_on=n_scipy, agree=float(np.max(errs))
+        )
 
     # work-precision against a tight reference
     ref_run = _vmapped.ensemble_fn(red.kernel, 1e-13, 1e-15, 1_000_000)
@@ -128,8 +140,9 @@ print(t_import, time.perf_counter() - t0)
 def figure_case(name, lam, tmp):
     out = Path(tmp) / f"{name}_{lam:g}.png"
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", FIGURE_SCRIPT, name, str(lam), str(out)], capture_output=True,
-                         text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", FIGURE_SCRIPT, name, str(lam), str(out)], capture_output=True, text=True, check=True
+    )
     wall = time.perf_counter() - t0
     t_import, t_total = map(float, res.stdout.split()[-2:])
     return dict(process=wall, imported=t_import, in_process=t_total)
@@ -144,22 +157,34 @@ def main():
     n_scipy = 8 if a.quick else 32
 
     lines = ["# Phase portraits: benchmark", ""]
-    lines += [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-              f"JAX {jax.__version__} on {jax.devices()[0].platform}, diffrax {diffrax.__version__}, "
-              f"Python {platform.python_version()}, load average at start {os.getloadavg()[0]:.1f} "
-              f"(the machine is shared: wall times include contention). Float64. Command: `python benchmarks/bench_phase_portrait.py"
-              f"{' --quick' if a.quick else ''}`; medians of {repeats} warm calls.", ""]
-    lines += ["Targets (issue 6): 256 trajectories of a 2-D model in one vmapped call **< 2 s** after compilation; "
-              "a whole figure **< 30 s** including compilation.", ""]
+    lines += [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+        f"JAX {jax.__version__} on {jax.devices()[0].platform}, diffrax {diffrax.__version__}, "
+        f"Python {platform.python_version()}, load average at start {os.getloadavg()[0]:.1f} "
+        "(the machine is shared: wall times include contention). Float64. Command: "
+        f"`python benchmarks/bench_phase_portrait.py"
+        f"{' --quick' if a.quick else ''}`; medians of {repeats} warm calls.",
+        "",
+    ]
+    lines += [
+        "Targets (issue 6): 256 trajectories of a 2-D model in one vmapped call **< 2 s** after compilation; "
+        "a whole figure **< 30 s** including compilation.",
+        "",
+    ]
     for name, lam in CASES:
         red, t1, rows, wp = ensemble_case(name, lam, repeats, n_scipy)
-        lines += [f"## Ensemble: `{name}`, λ = {lam:g} ({red.kind} reduction, default data N = {red.data.n}), "
-                  f"{N_TRAJ} trajectories to t1 = {t1:.3g}, 300 saves, Tsit5 rtol 1e-8 atol 1e-10", ""]
+        lines += [
+            f"## Ensemble: `{name}`, λ = {lam:g} ({red.kind} reduction, default data N = {red.data.n}), "
+            f"{N_TRAJ} trajectories to t1 = {t1:.3g}, 300 saves, Tsit5 rtol 1e-8 atol 1e-10",
+            "",
+        ]
         v = rows["vmapped"]
         lines += ["| method | wall time for 256 trajectories | ratio to vmapped | notes |", "|---|---|---|---|"]
-        lines.append(f"| **one vmapped, jitted diffrax call** | **{v['warm'] * 1e3:.1f} ms** (first call incl. "
-                     f"compile {v['first']:.2f} s) | 1 | all succeeded: {v['ok']}; steps mean {v['steps_mean']:.0f}, "
-                     f"max {v['steps_max']} |")
+        lines.append(
+            f"| **one vmapped, jitted diffrax call** | **{v['warm'] * 1e3:.1f} ms** (first call incl. "
+            f"compile {v['first']:.2f} s) | 1 | all succeeded: {v['ok']}; steps mean {v['steps_mean']:.0f}, "
+            f"max {v['steps_max']} |"
+        )
         for k, r in rows.items():
             if k == "vmapped":
                 continue
@@ -167,21 +192,31 @@ def main():
             if "measured_on" in r:
                 note = f"measured on {r['measured_on']} trajectories, scaled; end points agree to {r['agree']:.1e}"
             lines.append(f"| {k} | {r['warm'] * 1e3:.0f} ms | {r['warm'] / v['warm']:.0f}× | {note} |")
-        lines += ["", "Work-precision (vmapped Tsit5, atol = rtol·1e-2; error = max end-point error over the 256 "
-                  "trajectories against rtol 1e-13):", "", "| rtol | warm wall time | max error |", "|---|---|---|"]
+        lines += [
+            "",
+            "Work-precision (vmapped Tsit5, atol = rtol·1e-2; error = max end-point error over the 256 "
+            "trajectories against rtol 1e-13):",
+            "",
+            "| rtol | warm wall time | max error |",
+            "|---|---|---|",
+        ]
         for rtol, w, err in wp:
             lines.append(f"| {rtol:.0e} | {w * 1e3:.1f} ms | {err:.1e} |")
         lines.append("")
         print(f"{name}: vmapped warm {v['warm'] * 1e3:.1f} ms, first {v['first']:.2f} s", flush=True)
 
-    lines += ["## Whole figures (fresh process each: import + sympy + compile + 256 trajectories + savefig)", "",
-              "| model | λ | total in process | of which `import flowsim` | process wall time |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "## Whole figures (fresh process each: import + sympy + compile + 256 trajectories + savefig)",
+        "",
+        "| model | λ | total in process | of which `import flowsim` | process wall time |",
+        "|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for name, lam in [("normalized", 0.0), ("normalized", 5.0), ("unnormalized", 0.0), ("unnormalized", 8.0)]:
             r = figure_case(name, lam, tmp)
-            lines.append(f"| {name} | {lam:g} | **{r['in_process']:.1f} s** | {r['imported']:.1f} s | "
-                         f"{r['process']:.1f} s |")
+            lines.append(
+                f"| {name} | {lam:g} | **{r['in_process']:.1f} s** | {r['imported']:.1f} s | {r['process']:.1f} s |"
+            )
             print(f"figure {name} {lam}: {r['in_process']:.1f} s", flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines += ["", f"Peak resident memory of the benchmark process: {rss:.0f} MiB.", ""]

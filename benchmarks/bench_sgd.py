@@ -105,8 +105,17 @@ def problem_rows(label, data, widths, batch, steps, lr, lam):
 
     def core():
         return _sgd._run_jit(
-            spec, raw, None, x, y, key, jnp.asarray(lr), jnp.asarray(0.0), un.lam,
-            jnp.asarray(steps, jnp.int32), jnp.asarray(0, jnp.int32),
+            spec,
+            raw,
+            None,
+            x,
+            y,
+            key,
+            jnp.asarray(lr),
+            jnp.asarray(0.0),
+            un.lam,
+            jnp.asarray(steps, jnp.int32),
+            jnp.asarray(0, jnp.int32),
         )
 
     B = batch
@@ -116,21 +125,48 @@ def problem_rows(label, data, widths, batch, steps, lr, lam):
         (f"hand-written lax.scan SGD on W_k (batch {B}, random.choice per step)", lambda: ch(W0, key), "gd", ""),
         ("hand-written lax.scan GD on (ρ, V_k) with retraction", lambda: gn((n0.rho, n0.V), key), "base_gdn", ""),
         ("fs.sgd compiled loop only (unnormalized, full batch)", core, "gd", "no validation, no observables"),
-        ("fs.sgd unnormalized, full batch, record_every=steps", fs_run(un, s0, record_every=steps), "gd",
-         "the acceptance row"),
-        ("fs.sgd unnormalized, full batch, record_every=100", fs_run(un, s0, record_every=100), "gd",
-         f"{steps // 100 + 1} records"),
-        (f"fs.sgd unnormalized, batch {B}, record_every=steps", fs_run(un, s0, batch_size=B, record_every=steps),
-         "sgd", ""),
-        (f"fs.sgd unnormalized, batch {B}, momentum 0.9",
-         fs_run(un, s0, batch_size=B, momentum=0.9, record_every=steps), "sgd", "heavy ball: one more buffer"),
-        ("fs.sgd normalized, full batch, record_every=steps", fs_run(nm, n0, record_every=steps), "gdn",
-         "ratio vs hand GD on (ρ, V_k)"),
-        ("fs.sgd weightnorm, full batch, record_every=steps", fs_run(wn, wn.init(net, seed=0), record_every=steps),
-         "gd", "extra norms per step"),
-        (f"fs.sgd batchnorm=True, batch {B}, record_every=steps",
-         fs_run(nm, n0, batch_size=B, batchnorm=True, record_every=steps), "sgd",
-         "a different network (BN layers): for scale only"),
+        (
+            "fs.sgd unnormalized, full batch, record_every=steps",
+            fs_run(un, s0, record_every=steps),
+            "gd",
+            "the acceptance row",
+        ),
+        (
+            "fs.sgd unnormalized, full batch, record_every=100",
+            fs_run(un, s0, record_every=100),
+            "gd",
+            f"{steps // 100 + 1} records",
+        ),
+        (
+            f"fs.sgd unnormalized, batch {B}, record_every=steps",
+            fs_run(un, s0, batch_size=B, record_every=steps),
+            "sgd",
+            "",
+        ),
+        (
+            f"fs.sgd unnormalized, batch {B}, momentum 0.9",
+            fs_run(un, s0, batch_size=B, momentum=0.9, record_every=steps),
+            "sgd",
+            "heavy ball: one more buffer",
+        ),
+        (
+            "fs.sgd normalized, full batch, record_every=steps",
+            fs_run(nm, n0, record_every=steps),
+            "gdn",
+            "ratio vs hand GD on (ρ, V_k)",
+        ),
+        (
+            "fs.sgd weightnorm, full batch, record_every=steps",
+            fs_run(wn, wn.init(net, seed=0), record_every=steps),
+            "gd",
+            "extra norms per step",
+        ),
+        (
+            f"fs.sgd batchnorm=True, batch {B}, record_every=steps",
+            fs_run(nm, n0, batch_size=B, batchnorm=True, record_every=steps),
+            "sgd",
+            "a different network (BN layers): for scale only",
+        ),
     ]
 
 
@@ -155,10 +191,24 @@ def main():
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
     problems = [
-        dict(label="small", data=fs.datasets.gaussian_clusters(n=64, dim=8, seed=0), widths=(8, 32, 32, 1),
-             batch=8, steps=2_000 if args.quick else 20_000, lr=1e-3, lam=1e-3),
-        dict(label="digits", data=fs.datasets.digits(3, 8), widths=(64, 256, 256, 1),
-             batch=32, steps=100 if args.quick else 500, lr=3e-5, lam=1e-3),
+        dict(
+            label="small",
+            data=fs.datasets.gaussian_clusters(n=64, dim=8, seed=0),
+            widths=(8, 32, 32, 1),
+            batch=8,
+            steps=2_000 if args.quick else 20_000,
+            lr=1e-3,
+            lam=1e-3,
+        ),
+        dict(
+            label="digits",
+            data=fs.datasets.digits(3, 8),
+            widths=(64, 256, 256, 1),
+            batch=32,
+            steps=100 if args.quick else 500,
+            lr=3e-5,
+            lam=1e-3,
+        ),
     ]
     results = []
     for prob in problems:
@@ -168,14 +218,19 @@ def main():
         base = {k: per_step[name] for name, _, k, _ in rows if k.startswith("base_")}
         out_rows = []
         for name, _, k, note in rows:
-            r = dict(name=name, per_step_us=per_step[name], compile_and_first_s=first[name],
-                     warm_s=warm[name], note=note)
+            r = dict(
+                name=name, per_step_us=per_step[name], compile_and_first_s=first[name], warm_s=warm[name], note=note
+            )
             if not k.startswith("base_"):
                 r["ratio"] = per_step[name] / base["base_" + k]
-                r["ratio_vs"] = {"gd": "hand GD on W_k", "sgd": "hand SGD (same batch)", "gdn": "hand GD on (ρ, V_k)"}[k]
+                r["ratio_vs"] = {"gd": "hand GD on W_k", "sgd": "hand SGD (same batch)", "gdn": "hand GD on (ρ, V_k)"}[
+                    k
+                ]
             out_rows.append(r)
-            print(f"{prob['label']:7s} {name:66s} {per_step[name]:9.2f} us/step {r.get('ratio', float('nan')):5.2f}",
-                  flush=True)
+            print(
+                f"{prob['label']:7s} {name:66s} {per_step[name]:9.2f} us/step {r.get('ratio', float('nan')):5.2f}",
+                flush=True,
+            )
         info = {k: v for k, v in prob.items() if k != "data"}
         info.update(n=prob["data"].n, dim=prob["data"].dim)
         results.append(dict(problem=info, rows=out_rows))

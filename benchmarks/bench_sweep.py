@@ -84,8 +84,10 @@ def main():
         rows.append(("fs.sweep, first call (incl. compile)", b, "-", b / first))
         rows.append(("fs.sweep, repeated call (compiled program reused)", b, "-", b / warm_sweep))
 
-    machine = (f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform} x {len(jax.devices())}"
-               f" ({jax.devices()[0].device_kind}), jax {jax.__version__}")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform} x {len(jax.devices())}"
+        f" ({jax.devices()[0].device_kind}), jax {jax.__version__}"
+    )
     lines = [
         "# Sweep throughput",
         "",

@@ -13,38 +13,37 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from . import datasets as datasets  # noqa: E402
-from ._analysis import (  # noqa: E402
+from . import datasets as datasets, plot as plot
+from ._analysis import (
     Comparison as Comparison,
     ConvergenceOrder as ConvergenceOrder,
     compare as compare,
     convergence_order as convergence_order,
 )
-from ._data import Dataset as Dataset  # noqa: E402
-from ._discrete import sgd as sgd  # noqa: E402
-from ._errors import (  # noqa: E402
+from ._data import Dataset as Dataset
+from ._discrete import sgd as sgd
+from ._errors import (
     FlowsimError as FlowsimError,
     InputError as InputError,
     ResultFileError as ResultFileError,
     SolveError as SolveError,
 )
-from ._model import (  # noqa: E402
+from ._model import (
     Model as Model,
     Network as Network,
     State as State,
     available_models as available_models,
     load_model as load_model,
 )
-from ._solver import (  # noqa: E402
+from ._solver import (
     SweepResult as SweepResult,
     Trajectory as Trajectory,
     load as load,
     simulate as simulate,
     sweep as sweep,
 )
-from ._symbolic import Regime as Regime  # noqa: E402
-from . import plot as plot  # noqa: E402
-from ._version import __version__ as __version__  # noqa: E402
+from ._symbolic import Regime as Regime
+from ._version import __version__ as __version__
 
 __all__ = [
     "Dataset",

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    Checked = Annotated[T, "validated by the function"]
+else:
+
+    class Checked:
+        """``Checked[T]``: an argument the function validates itself, raising :class:`InputError` with the
+        argument's name unless it is a valid ``T``.
+
+        Static type checkers read ``T``. At run time it admits any value, so that the runtime type checker the
+        tests run (jaxtyping with beartype) lets a wrong value reach that validation, whose messages are part of
+        the API; the function's other annotations stay checked.
+        """
+
+        def __class_getitem__(cls, tp):
+            return Annotated[Any, tp]
 
 
 class FlowsimError(ValueError):

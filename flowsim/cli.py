@@ -9,15 +9,21 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowsim", description="Gradient-flow dynamics of deep ReLU classifiers "
-                                "trained with the square loss (Poggio & Liao).")
+    p = argparse.ArgumentParser(
+        prog="flowsim",
+        description="Gradient-flow dynamics of deep ReLU classifiers trained with the square loss (Poggio & Liao).",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("reproduce", help="run the nine predictions of theory.md; write figures and report.md")
     r.add_argument("--quick", action="store_true", help="tiny networks and short times (a few minutes)")
     r.add_argument("--out", default="figures", help="output directory (default: figures/)")
-    r.add_argument("--only", default=None, metavar="NAME[,NAME...]",
-                   help="run only these experiments (comma-separated); names: see --list")
+    r.add_argument(
+        "--only",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="run only these experiments (comma-separated); names: see --list",
+    )
     r.add_argument("--list", action="store_true", help="list the experiment names and exit")
 
     s = sub.add_parser("simulate", help="integrate one flow and print a summary")
@@ -49,12 +55,16 @@ def _reproduce(args) -> int:
         print(f"flowsim reproduce: error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    print(f"flowsim reproduce ({'quick' if args.quick else 'full'}): {len(names)} experiment(s) -> {args.out}",
-          flush=True)
+    print(
+        f"flowsim reproduce ({'quick' if args.quick else 'full'}): {len(names)} experiment(s) -> {args.out}", flush=True
+    )
     results = R.reproduce(quick=args.quick, out=args.out, only=args.only)
     counts = {v: sum(r.verdict == v for r in results) for v in R.VERDICTS}
-    print(f"done in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{n} {v}" for v, n in counts.items())
-          + f"; report: {Path(args.out) / 'report.md'}")
+    print(
+        f"done in {time.perf_counter() - t0:.0f} s: "
+        + ", ".join(f"{n} {v}" for v, n in counts.items())
+        + f"; report: {Path(args.out) / 'report.md'}"
+    )
     return 0
 
 
@@ -83,8 +93,15 @@ def _simulate(args) -> int:
         s0 = model.init(net, seed=args.seed, scale=args.scale)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            traj = fs.simulate(model, net, data, s0, t1=args.t1, steady_state=args.steady_state,
-                               ts=None if args.steady_state else np.linspace(0.0, args.t1, 101))
+            traj = fs.simulate(
+                model,
+                net,
+                data,
+                s0,
+                t1=args.t1,
+                steady_state=args.steady_state,
+                ts=None if args.steady_state else np.linspace(0.0, args.t1, 101),
+            )
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     except fs.FlowsimError as e:
@@ -92,10 +109,13 @@ def _simulate(args) -> int:
         return 2
     m = np.asarray(traj.margins[-1])
     print(f"{model!r} on {data!r}, net {widths} {args.activation}")
-    print(f"t = {float(traj.ts[-1]):.4g}: rho = {float(traj.rho[-1]):.6g}, rho_eq = {float(traj.rho_eq[-1]):.6g}, "
-          f"loss = {float(traj.loss[-1]):.6g}")
-    print(f"margins y_n f_n: min {m.min():.4g}, mean {m.mean():.4g}, max {m.max():.4g}; "
-          f"train error {np.mean(m <= 0):.3f}")
+    print(
+        f"t = {float(traj.ts[-1]):.4g}: rho = {float(traj.rho[-1]):.6g}, rho_eq = {float(traj.rho_eq[-1]):.6g}, "
+        f"loss = {float(traj.loss[-1]):.6g}"
+    )
+    print(
+        f"margins y_n f_n: min {m.min():.4g}, mean {m.mean():.4g}, max {m.max():.4g}; train error {np.mean(m <= 0):.3f}"
+    )
     print("stats: " + ", ".join(f"{k}={v}" for k, v in traj.stats.items()))
     if args.out:
         from matplotlib.figure import Figure  # not pyplot: no backend is selected, savefig renders with Agg

@@ -69,6 +69,12 @@ REGIME = Regime(
 def with_times(traj, ts):
     """The same Trajectory at other times (to test time matching)."""
     return fs.Trajectory(
-        ts=ts, rho=traj.rho, rho_k=traj.rho_k, V=traj.V, margins=traj.margins, loss=traj.loss,
-        rho_eq=traj.rho_eq, stats=traj.stats,
+        ts=ts,
+        rho=traj.rho,
+        rho_k=traj.rho_k,
+        V=traj.V,
+        margins=traj.margins,
+        loss=traj.loss,
+        rho_eq=traj.rho_eq,
+        stats=traj.stats,
     )

@@ -38,16 +38,40 @@ def test_bad_only_name_fails_clearly(tmp_path, capsys):
 
 
 def test_bad_only_name_exit_status_from_console(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flowsim.cli", "reproduce", "--quick", "--out", str(tmp_path),
-                           "--only", "bogus"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowsim.cli", "reproduce", "--quick", "--out", str(tmp_path), "--only", "bogus"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "bogus" in proc.stderr
 
 
 def test_simulate_command(tmp_path, capsys):
     png = tmp_path / "run.png"
-    assert main(["simulate", "--model", "normalized", "--lam", "0.01", "--widths", "5,1", "--activation", "linear",
-                 "--n", "12", "--t1", "20", "--out", str(png)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--model",
+                "normalized",
+                "--lam",
+                "0.01",
+                "--widths",
+                "5,1",
+                "--activation",
+                "linear",
+                "--n",
+                "12",
+                "--t1",
+                "20",
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "rho_eq" in out and "margins" in out
     assert png.read_bytes()[:8] == PNG

@@ -51,9 +51,21 @@ def test_convergence_order_recovers_a_known_power(basic):
     model, net, data, s0 = basic
     flow = fs.sgd(model, net, data, s0, lr=1e-2, steps=10, record_every=5)
     lrs = [0.1, 0.05, 0.025]
-    runs = {lr: with_times(fs.Trajectory(
-        ts=flow.ts, rho=flow.rho * (1 + lr**2), rho_k=flow.rho_k, V=flow.V, margins=flow.margins,
-        loss=flow.loss, rho_eq=flow.rho_eq), flow.ts) for lr in lrs}
+    runs = {
+        lr: with_times(
+            fs.Trajectory(
+                ts=flow.ts,
+                rho=flow.rho * (1 + lr**2),
+                rho_k=flow.rho_k,
+                V=flow.V,
+                margins=flow.margins,
+                loss=flow.loss,
+                rho_eq=flow.rho_eq,
+            ),
+            flow.ts,
+        )
+        for lr in lrs
+    }
     res = fs.convergence_order(flow, runs, metric="rho")
     assert res.order == pytest.approx(2.0, abs=1e-9)
     np.testing.assert_allclose(res.lrs, sorted(lrs))

@@ -1,10 +1,6 @@
 """flowsim._model: loading regimes, the compiled vector field against independent references, ρ_eq, invariants,
 the singular case, States and their validation."""
 
-import math
-import os
-import warnings
-
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
@@ -139,7 +135,7 @@ def test_compiled_field_matches_reference(name, loss, activation, lam, widths, n
     assert got.shape == ref.shape
     assert np.all(np.isfinite(got))
     scale = max(np.linalg.norm(ref), 1e-12)
-    assert np.linalg.norm(got - ref) <= 1e-9 * scale, (np.linalg.norm(got - ref) / scale)
+    assert np.linalg.norm(got - ref) <= 1e-9 * scale, np.linalg.norm(got - ref) / scale
     if model.per_layer:  # the overall scale's rate is consistent with the per-layer rates
         rk = np.asarray(scales)
         assert np.isclose(float(out.rho), np.prod(rk) * np.sum(np.asarray(sdot_ref) / rk), rtol=1e-9, atol=1e-12)
@@ -194,8 +190,9 @@ def test_singular_case_has_a_null_space():
         st = m.state(V=[(w / np.linalg.norm(w))[None, :]], rho=np.linalg.norm(w))
         J, eig = m.jacobian(net, data, st)
         if singular:
-            assert np.max(np.abs(np.asarray(jax.flatten_util.ravel_pytree(
-                m.vector_field(net, data)(0.0, st))[0]))) < 1e-12
+            assert (
+                np.max(np.abs(np.asarray(jax.flatten_util.ravel_pytree(m.vector_field(net, data)(0.0, st))[0]))) < 1e-12
+            )
             # tangent directions that keep X w = y: dimension d − N − (one normal direction of the sphere)
             assert np.sum(np.abs(eig) < 1e-9) >= 6 - 3
     a = fs.load_model("normalized", lam=0.0).analysis()
@@ -353,19 +350,40 @@ def _mismatched_states():
         ("too few layers", "normalized", lambda: norm.init(fs.Network((2, 1))), "state", "1 layers"),
         ("too many layers", "normalized", lambda: norm.init(fs.Network((2, 3, 2, 1))), "state", "3 layers"),
         ("wrong width", "normalized", lambda: norm.init(fs.Network((2, 4, 1))), "state.V[0]", "(4, 2)"),
-        ("per-layer state, shared model", "normalized", lambda: unnorm.init(fs.Network((2, 3, 1))), "state",
-         "per-layer"),
-        ("shared state, per-layer model", "unnormalized", lambda: norm.init(fs.Network((2, 3, 1))), "state",
-         "shared-scale"),
-        ("V not unit norm", "normalized",
-         lambda: fs.State(tuple(jnp.asarray(2.0 * v) for v in V), jnp.asarray(1.0), None), "state.V", "norms"),
-        ("V nan", "normalized",
-         lambda: fs.State((jnp.full((3, 2), jnp.nan), jnp.asarray(V[1])), jnp.asarray(1.0), None), "state.V",
-         "nan"),
+        (
+            "per-layer state, shared model",
+            "normalized",
+            lambda: unnorm.init(fs.Network((2, 3, 1))),
+            "state",
+            "per-layer",
+        ),
+        (
+            "shared state, per-layer model",
+            "unnormalized",
+            lambda: norm.init(fs.Network((2, 3, 1))),
+            "state",
+            "shared-scale",
+        ),
+        (
+            "V not unit norm",
+            "normalized",
+            lambda: fs.State(tuple(jnp.asarray(2.0 * v) for v in V), jnp.asarray(1.0), None),
+            "state.V",
+            "norms",
+        ),
+        (
+            "V nan",
+            "normalized",
+            lambda: fs.State((jnp.full((3, 2), jnp.nan), jnp.asarray(V[1])), jnp.asarray(1.0), None),
+            "state.V",
+            "nan",
+        ),
     ]
 
 
-@pytest.mark.parametrize("label, name, build, argument, hint", _mismatched_states(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "label, name, build, argument, hint", _mismatched_states(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_state_must_match_network_and_model(no_tracing, label, name, build, argument, hint):
     net, data = small_problem()
     model = fs.load_model(name, lam=0.1)
@@ -387,15 +405,25 @@ def _bad_scale_states():
         ("rho nan", "normalized", lambda: fs.State(V, jnp.asarray(jnp.nan), None), "state.rho"),
         ("rho inf", "normalized", lambda: fs.State(V, jnp.asarray(jnp.inf), None), "state.rho"),
         ("rho negative", "normalized", lambda: fs.State(V, jnp.asarray(-1.0), None), "state.rho"),
-        ("rho_k too long", "unnormalized", lambda: fs.State(V, jnp.asarray(8.0), jnp.asarray([2.0, 2.0, 2.0])),
-         "state.rho_k"),
+        (
+            "rho_k too long",
+            "unnormalized",
+            lambda: fs.State(V, jnp.asarray(8.0), jnp.asarray([2.0, 2.0, 2.0])),
+            "state.rho_k",
+        ),
         ("rho_k zero", "unnormalized", lambda: fs.State(V, jnp.asarray(0.0), jnp.asarray([1.0, 0.0])), "state.rho_k"),
-        ("rho_k nan", "unnormalized", lambda: fs.State(V, jnp.asarray(1.0), jnp.asarray([1.0, jnp.nan])),
-         "state.rho_k"),
+        (
+            "rho_k nan",
+            "unnormalized",
+            lambda: fs.State(V, jnp.asarray(1.0), jnp.asarray([1.0, jnp.nan])),
+            "state.rho_k",
+        ),
     ]
 
 
-@pytest.mark.parametrize("label, name, build, argument", _bad_scale_states(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "label, name, build, argument", _bad_scale_states(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_state_scales_are_validated(no_tracing, label, name, build, argument):
     net, data = small_problem()
     model = fs.load_model(name, lam=0.1)

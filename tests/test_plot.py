@@ -4,7 +4,6 @@ matplotlib backend chosen by importing flowsim."""
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
@@ -20,8 +19,7 @@ def chain_data():
 
 
 def test_phase_portrait_figures(tmp_path, chain_data):
-    fig = fplot.phase_portrait(fs.load_model("unnormalized", lam=0.0), chain_data, n_trajectories=16, grid=15,
-                               **TIGHT)
+    fig = fplot.phase_portrait(fs.load_model("unnormalized", lam=0.0), chain_data, n_trajectories=16, grid=15, **TIGHT)
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -55,8 +53,9 @@ def test_phase_portrait_rejects_bad_input(chain_data):
 def test_deep_portrait_linear_net(tmp_path):
     data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
     net = fs.Network((3, 4, 1), activation="linear")
-    fig = fplot.deep_portrait(fs.load_model("normalized", lam=0.05), net, data, scales=(0.2, 2.0), seeds=(1,),
-                              t1=5.0, n_save=40)
+    fig = fplot.deep_portrait(
+        fs.load_model("normalized", lam=0.05), net, data, scales=(0.2, 2.0), seeds=(1,), t1=5.0, n_save=40
+    )
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
     assert ax.get_yscale() == "log" and len(ax.lines) >= 2 * 4
@@ -91,6 +90,15 @@ def test_importing_flowsim_selects_no_matplotlib_backend():
 def test_analysis_names_are_still_published_under_plot():
     from flowsim import _analysis
 
-    for name in ("Continuum", "Curve", "Equilibrium", "Nullcline", "Reduced2D", "classify", "default_data",
-                 "interpolable_data", "reduced_model"):
+    for name in (
+        "Continuum",
+        "Curve",
+        "Equilibrium",
+        "Nullcline",
+        "Reduced2D",
+        "classify",
+        "default_data",
+        "interpolable_data",
+        "reduced_model",
+    ):
         assert getattr(fplot, name) is getattr(_analysis, name) and name in fplot.__all__

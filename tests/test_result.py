@@ -14,9 +14,20 @@ def _tiny_result(version=_result.FORMAT_VERSION):
     net = fs.Network((2, 2, 1))
     model = fs.load_model("unnormalized")
     time_axis = np.array([0.0, 0.5, 1.0])
-    attrs = {"format": _result.FORMAT, "format_version": version, "sweep_hash": "x", "model": model.name,
-             "loss": model.loss, "per_layer": 1, "depth": net.depth, "solver": "tsit5", "smoothing": 0.0,
-             "rtol": 1e-6, "atol": 1e-9, "t1": 1.0}
+    attrs = {
+        "format": _result.FORMAT,
+        "format_version": version,
+        "sweep_hash": "x",
+        "model": model.name,
+        "loss": model.loss,
+        "per_layer": 1,
+        "depth": net.depth,
+        "solver": "tsit5",
+        "smoothing": 0.0,
+        "rtol": 1e-6,
+        "atol": 1e-9,
+        "t1": 1.0,
+    }
     ds = _result.empty_dataset(xr, net, model, 2, time_axis, 4, np.arange(2), np.zeros(2), None, None, attrs)
     ds["rho"].values[:] = 1.0
     ds["status"].values[:] = 0

@@ -364,8 +364,13 @@ def test_sgd_rejects_a_regime_it_cannot_step_in(basic):
     import sympy as sp
 
     _, net, data, _ = basic
-    squared = fs.Regime("squared", "raw matrix s² V", True, lambda s, th: (s**2 * sp.cos(th), s**2 * sp.sin(th)),
-                        lambda s, lam: lam * s**2)
+    squared = fs.Regime(
+        "squared",
+        "raw matrix s² V",
+        True,
+        lambda s, th: (s**2 * sp.cos(th), s**2 * sp.sin(th)),
+        lambda s, lam: lam * s**2,
+    )
     model = fs.Model(squared, 0.1)
     with pytest.raises(fs.FlowsimError) as excinfo:
         fs.sgd(model, net, data, model.init(net), lr=1e-2, steps=1)

@@ -128,7 +128,7 @@ def test_relu_matches_scipy_dop853_on_independent_field():
     def rhs(t, z):
         W, i = [], 0
         for sh, n in zip(shapes, sizes):
-            W.append(jnp.asarray(z[i:i + n].reshape(sh)))
+            W.append(jnp.asarray(z[i : i + n].reshape(sh)))
             i += n
         G = jax.grad(lambda W: jnp.sum((yy - _fwd(W, x)) ** 2) + 0.05 * sum(jnp.sum(w**2) for w in W))(W)
         return -np.concatenate([np.ravel(np.asarray(g)) for g in G])
@@ -137,8 +137,7 @@ def test_relu_matches_scipy_dop853_on_independent_field():
     ref = solve_ivp(rhs, (0, 0.2), z0, method="DOP853", t_eval=ts, rtol=1e-12, atol=1e-13)
     W1 = ref.y[: sizes[0]].T.reshape(len(ts), *shapes[0])
     np.testing.assert_allclose(np.asarray(tr.rho_k[:, 0]), np.linalg.norm(W1, axis=(1, 2)), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(tr.V[0]), W1 / np.linalg.norm(W1, axis=(1, 2))[:, None, None],
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(tr.V[0]), W1 / np.linalg.norm(W1, axis=(1, 2))[:, None, None], atol=1e-6)
     np.testing.assert_allclose(np.asarray(smooth.rho_k[:, 0]), np.linalg.norm(W1, axis=(1, 2)), rtol=1e-5)
 
 
@@ -220,8 +219,18 @@ def test_simulate_keeps_unit_directions_and_the_balance_law(name, widths, lam, s
     rho_k = rng.uniform(0.6, 1.6, len(V))  # unbalanced: the invariant is not zero
     state = model.state(V, rho_k=list(rho_k))
     t1 = 1.0
-    traj = fs.simulate(model, net, data, state, t1=t1, ts=np.linspace(0.0, t1, 6), rtol=1e-9, atol=1e-12,
-                       progress=False, enforce_balance=False)  # measure the law, do not impose it
+    traj = fs.simulate(
+        model,
+        net,
+        data,
+        state,
+        t1=t1,
+        ts=np.linspace(0.0, t1, 6),
+        rtol=1e-9,
+        atol=1e-12,
+        progress=False,
+        enforce_balance=False,
+    )  # measure the law, do not impose it
     for v in traj.V:
         norms = np.linalg.norm(np.asarray(v).reshape(v.shape[0], -1), axis=1)
         assert np.max(np.abs(norms - 1.0)) <= 1e-10
@@ -258,8 +267,19 @@ def test_rho_reaches_rho_eq_at_steady_state(lam, seed):
     model = fs.load_model("normalized", lam=lam)
     V = separable_sign(net, data, random_directions((2, 1), seed))
     state = model.state(V, rho=float(np.random.default_rng(seed).uniform(0.2, 3.0)))
-    traj = fs.simulate(model, net, data, state, t1=1e4, ts=[0.0, 1.0], steady_state=True, steady_tol=1e-11,
-                       rtol=1e-10, atol=1e-12, progress=False)
+    traj = fs.simulate(
+        model,
+        net,
+        data,
+        state,
+        t1=1e4,
+        ts=[0.0, 1.0],
+        steady_state=True,
+        steady_tol=1e-11,
+        rtol=1e-10,
+        atol=1e-12,
+        progress=False,
+    )
     assert traj.stats["steady_state"]
     rho, rho_eq = float(traj.rho[-1]), float(traj.rho_eq[-1])
     assert rho_eq > 0
@@ -290,8 +310,13 @@ def test_step_limit_raises_with_partial_trajectory():
 
 def test_blow_up_raises_naming_the_time():
     """A user regime whose weight growth blows up in finite time (ṡ ≈ 4 s³ from s = 1: t* ≈ 1/8)."""
-    regime = fs.Regime("antidecay", "negative quartic decay", True,
-                       lambda s, th: (s * sp.cos(th), s * sp.sin(th)), lambda s, lam: -lam * s**4)
+    regime = fs.Regime(
+        "antidecay",
+        "negative quartic decay",
+        True,
+        lambda s, th: (s * sp.cos(th), s * sp.sin(th)),
+        lambda s, lam: -lam * s**4,
+    )
     m = fs.Model(regime, 1.0)
     data = fs.datasets.gaussian_clusters(n=6, dim=2, seed=0)
     net = fs.Network((2, 1), "linear")
@@ -322,8 +347,7 @@ def test_non_finite_field_raises_solve_error_diffrax():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(fs.SolveError) as excinfo:
-            fs.simulate(model, net, data, state, t1=1.0, ts=[0.0, 1.0], solver="tsit5", max_steps=500,
-                        progress=False)
+            fs.simulate(model, net, data, state, t1=1.0, ts=[0.0, 1.0], solver="tsit5", max_steps=500, progress=False)
     assert "non-finite" in str(excinfo.value), str(excinfo.value)
 
 
@@ -386,7 +410,9 @@ def _bad_simulate_cases():
     ]
 
 
-@pytest.mark.parametrize("label, overrides, argument, hint", _bad_simulate_cases(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "label, overrides, argument, hint", _bad_simulate_cases(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_simulate_rejects_bad_arguments_before_tracing(no_tracing, label, overrides, argument, hint):
     net, data = small_problem()
     model = fs.load_model("normalized", lam=0.1)

@@ -38,8 +38,9 @@ def _assert_member_equals(res, i, traj, tol):
     m = res.trajectory(i)
     np.testing.assert_array_equal(np.asarray(m.ts), np.asarray(traj.ts))
     for name in ("rho", "margins", "loss", "rho_eq"):
-        np.testing.assert_allclose(np.asarray(getattr(m, name)), np.asarray(getattr(traj, name)), rtol=0, atol=tol,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(getattr(m, name)), np.asarray(getattr(traj, name)), rtol=0, atol=tol, err_msg=name
+        )
     for a, b in zip(m.V, traj.V):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=tol)
     if traj.rho_k is not None:
@@ -139,13 +140,26 @@ def test_resumed_on_four_host_devices_matches_one_device(linear_sweep, tmp_path)
         raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        fs.sweep(model, net, data, states, t1=T1, ts=TS, lam=LAMS, scale=[0.5] * 3, seed=[0, 1, 2], chunk_size=3,
-                 path=path, _on_chunk=stop)
+        fs.sweep(
+            model,
+            net,
+            data,
+            states,
+            t1=T1,
+            ts=TS,
+            lam=LAMS,
+            scale=[0.5] * 3,
+            seed=[0, 1, 2],
+            chunk_size=3,
+            path=path,
+            _on_chunk=stop,
+        )
     started = fs.load(path).ds
     assert list(started["status"].values) == [0, 0, 0, -1, -1, -1]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path)], env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info == {"devices": 4, "complete": True, "computed": [0, 1]}  # members 3 (chunk 0), 4 and 5 (chunk 1)

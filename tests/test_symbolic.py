@@ -2,15 +2,13 @@
 
 import re
 
-import matplotlib
+import pytest
+import sympy as sp
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import sympy as sp  # noqa: E402
-
-import flowsim as fs  # noqa: E402
-from flowsim import _symbolic as sym  # noqa: E402
+import flowsim as fs
+from flowsim import _symbolic as sym
 
 
 def test_equations_are_derived_and_match_theory():
@@ -32,11 +30,10 @@ def test_latex_renders():
         m = fs.load_model(name, lam=0.1)
         text = m.latex()
         assert "\\sum_{n=1}^{N}" in text and "\\frac{d}{d t}" in text
-        fig = plt.figure()
+        fig = Figure()
         for i, eq in enumerate(m.equations.values()):
             fig.text(0.01, 0.9 - 0.3 * i, "$" + sp.latex(eq) + "$")
-        fig.canvas.draw()  # raises if mathtext cannot parse it
-        plt.close(fig)
+        FigureCanvasAgg(fig).draw()  # raises if mathtext cannot parse it
 
 
 def test_parametrization_of_the_installed_regimes():
@@ -50,12 +47,27 @@ def test_parametrization_of_the_installed_regimes():
 @pytest.mark.parametrize(
     "per_layer, embedding, regularizer, retraction, expect",
     [
-        (True, lambda s, th: (s * sp.sin(th), s * sp.cos(th)), lambda s, lam: lam * s**4, False,
-         sym.Parametrization("weights", None, "norm", False, False)),
-        (True, lambda s, th: (2 * sp.cos(th), s, 2 * sp.sin(th)), lambda s, lam: lam * s**2, True,
-         sym.Parametrization("unit", 2.0, "coordinate", True, True)),
-        (False, lambda s, th: (sp.cos(th), sp.sin(th)), lambda r, lam: lam * (r**2 + r**4), False,
-         sym.Parametrization("unit", 1.0, "shared", False, False)),
+        (
+            True,
+            lambda s, th: (s * sp.sin(th), s * sp.cos(th)),
+            lambda s, lam: lam * s**4,
+            False,
+            sym.Parametrization("weights", None, "norm", False, False),
+        ),
+        (
+            True,
+            lambda s, th: (2 * sp.cos(th), s, 2 * sp.sin(th)),
+            lambda s, lam: lam * s**2,
+            True,
+            sym.Parametrization("unit", 2.0, "coordinate", True, True),
+        ),
+        (
+            False,
+            lambda s, th: (sp.cos(th), sp.sin(th)),
+            lambda r, lam: lam * (r**2 + r**4),
+            False,
+            sym.Parametrization("unit", 1.0, "shared", False, False),
+        ),
     ],
 )
 def test_parametrization_of_new_embeddings(per_layer, embedding, regularizer, retraction, expect):
@@ -75,7 +87,8 @@ def test_parametrization_of_new_embeddings(per_layer, embedding, regularizer, re
     ],
 )
 def test_parametrization_rejects_other_embeddings(per_layer, embedding, retraction, words):
-    regime = fs.Regime("odd", "an embedding fs.sgd cannot step in", per_layer, embedding,
-                       lambda s, lam: lam * s**2, retraction)
+    regime = fs.Regime(
+        "odd", "an embedding fs.sgd cannot step in", per_layer, embedding, lambda s, lam: lam * s**2, retraction
+    )
     with pytest.raises(fs.FlowsimError, match=re.escape(words)):
         sym.parametrization(regime)

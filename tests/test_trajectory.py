@@ -11,8 +11,9 @@ import flowsim as fs
 def _trajectory(stats, T=4, offset=0.0):
     ts = jnp.linspace(0.0, 1.0, T)
     V = (jnp.ones((T, 3, 2)) / np.sqrt(6.0), jnp.ones((T, 1, 3)) / np.sqrt(3.0))
-    return fs.Trajectory(ts=ts, rho=ts + 1.0 + offset, rho_k=None, V=V, margins=jnp.zeros((T, 5)), loss=ts,
-                         rho_eq=ts, stats=stats)
+    return fs.Trajectory(
+        ts=ts, rho=ts + 1.0 + offset, rho_k=None, V=V, margins=jnp.zeros((T, 5)), loss=ts, rho_eq=ts, stats=stats
+    )
 
 
 def test_jit_over_trajectories_of_different_runs_compiles_once():

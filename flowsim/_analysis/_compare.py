@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from .._errors import check_real, fail
+from .._errors import Checked, check_real, fail
 from .._solver import Trajectory
 
 METRICS = ("weights", "directions", "rho", "rho_k", "margins", "loss", "rho_eq")
@@ -61,7 +61,7 @@ def _at(a: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray) -> np.ndar
     return (1.0 - w.reshape(shape)) * a[lo] + w.reshape(shape) * a[hi]
 
 
-def compare(flow: Trajectory, run: Trajectory, *, rtol: float = 1e-9) -> Comparison:
+def compare(flow: Checked[Trajectory], run: Checked[Trajectory], *, rtol: Checked[float] = 1e-9) -> Comparison:
     """Distances of weights and observables between `flow` and `run` at the times of `run`.
 
     The times of `run` that lie in the saved time span of `flow` are matched; where a time of `run` is a

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from jaxtyping import Float
 
-from .._errors import fail
+from .._errors import Checked, fail
 from .._solver import Trajectory
 from ._compare import METRICS, check_trajectory, compare
 
@@ -37,11 +37,11 @@ class ConvergenceOrder:
 
 
 def convergence_order(
-    flow: Trajectory,
-    runs: Sequence[Trajectory] | Mapping[float, Trajectory],
+    flow: Checked[Trajectory],
+    runs: Checked[Sequence[Trajectory] | Mapping[float, Trajectory]],
     *,
-    metric: str = "weights",
-    lrs: Sequence[float] | Float[np.ndarray, " R"] | None = None,
+    metric: Checked[str] = "weights",
+    lrs: Checked[Sequence[float] | Float[np.ndarray, " R"] | None] = None,
 ) -> ConvergenceOrder:
     """Estimate the order of convergence of GD to the flow as ``lr → 0``.
 

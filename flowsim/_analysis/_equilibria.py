@@ -111,8 +111,11 @@ def _continua(red, domain, n_samples):
         if deg.sum() >= 8:
             ix = red.plot_axes[0]
             order = np.argsort(pts[deg][:, ix])
-            found.append(Continuum(None, (), "degenerate", transverse(ev[deg]), pts[deg][order], ev[deg][order],
-                                   method="numeric"))
+            found.append(
+                Continuum(
+                    None, (), "degenerate", transverse(ev[deg]), pts[deg][order], ev[deg][order], method="numeric"
+                )
+            )
     return tuple(found)
 
 
@@ -126,8 +129,12 @@ def _roots(red, dom, n_starts):
     lo = np.array([dom[0][0], dom[1][0]])
     hi = np.array([dom[0][1], dom[1][1]])
     width = hi - lo
-    g = np.stack(np.meshgrid(*[np.linspace(lo[k] - 0.05 * width[k], hi[k] + 0.05 * width[k], n_starts)
-                               for k in range(2)], indexing="ij"), -1).reshape(-1, 2)
+    g = np.stack(
+        np.meshgrid(
+            *[np.linspace(lo[k] - 0.05 * width[k], hi[k] + 0.05 * width[k], n_starts) for k in range(2)], indexing="ij"
+        ),
+        -1,
+    ).reshape(-1, 2)
     fscale = red.field_scale(dom)
     newton = newton_fn(red.kernel)
     z, _ = newton(jnp.asarray(g), red.params, jnp.asarray(0.25 * width))

@@ -131,8 +131,9 @@ def kernel(regime: sym.Regime, loss: str) -> Kernel:
         summed, moments, powers = None, (), ()
         field_fn = sp.lambdify([*coords, sym.lam, *data_syms], list(per_sample), modules=mods)
     reg_fn = sp.lambdify([*coords, sym.lam], list(reg), modules=mods)
-    return Kernel(kind, coords, names, labels, data_syms, per_sample, reg, summed, moments, powers, signed,
-                   field_fn, reg_fn)
+    return Kernel(
+        kind, coords, names, labels, data_syms, per_sample, reg, summed, moments, powers, signed, field_fn, reg_fn
+    )
 
 
 def field(kernel: Kernel, z, params):

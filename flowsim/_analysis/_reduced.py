@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import sympy as sp
+from jaxtyping import ArrayLike
 
 from .. import _symbolic as sym
 from .._data import Dataset, gaussian_clusters
-from .._errors import fail
+from .._errors import Checked, fail
 from .._model import Model, Network
 from ._curves import Curve, curve_points
 from ._equilibria import Continuum, Equilibrium, continua, domain_key, equilibria, time_scale
@@ -66,7 +67,7 @@ class Reduced2D:
       :func:`default_data`.
     """
 
-    def __init__(self, model, data: Dataset | None = None):
+    def __init__(self, model: Checked[Model], data: Checked[Dataset | None] = None):
         if not isinstance(model, Model):
             raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
         self.model = model
@@ -79,8 +80,11 @@ class Reduced2D:
             raise fail("data", type(data).__name__, "a flowsim.Dataset or None")
         if data.dim != need:
             what = "one linear layer on 2-D inputs" if need == 2 else "the scalar two-layer chain on 1-D inputs"
-            raise fail("data", f"inputs of dimension {data.dim}",
-                       f"dimension {need}: the {model.name!r} model reduces to {what}")
+            raise fail(
+                "data",
+                f"inputs of dimension {data.dim}",
+                f"dimension {need}: the {model.name!r} model reduces to {what}",
+            )
         self.data = data
         self.lam = float(model.lam)
         cols = [np.asarray(data.x[:, j]) for j in range(data.dim)] + [np.asarray(data.y)]
@@ -237,6 +241,7 @@ class Reduced2D:
 
     def field_scale(self, domain=None) -> float:
         """The median field magnitude over `domain` (the yardstick of the root and curve tolerances)."""
+
         def compute():
             dom = domain or self.default_domain()
             g = np.stack(np.meshgrid(*[np.linspace(a, b, 41) for a, b in dom], indexing="ij"), -1).reshape(-1, 2)
@@ -261,7 +266,16 @@ class Reduced2D:
         z[:, ax], z[:, ay] = X.ravel(), Y.ravel()
         return z[:n]
 
-    def integrate(self, z0, *, t1: float, ts=None, rtol: float = 1e-8, atol: float = 1e-10, max_steps: int = 16384):
+    def integrate(
+        self,
+        z0: Checked[ArrayLike],
+        *,
+        t1: Checked[float],
+        ts: Checked[ArrayLike | None] = None,
+        rtol: float = 1e-8,
+        atol: float = 1e-10,
+        max_steps: int = 16384,
+    ):
         """Integrate an ensemble of initial conditions in one compiled, vmapped call (diffrax Tsit5).
 
         **Arguments:**
@@ -331,7 +345,7 @@ class Reduced2D:
         return time_scale(self, equilibria, continua)
 
 
-def reduced_model(model, data: Dataset | None = None) -> Reduced2D:
+def reduced_model(model: Checked[Model], data: Checked[Dataset | None] = None) -> Reduced2D:
     """The exact planar reduction of `model` (see :class:`Reduced2D`).
 
     **Arguments:**

@@ -35,7 +35,7 @@ def jac_fn(kernel: Kernel):
 
 @functools.lru_cache(maxsize=32)
 def newton_fn(kernel: Kernel, iters: int = 80):
-    F = lambda z, p: field(kernel, z, p)  # noqa: E731
+    F = lambda z, p: field(kernel, z, p)
     J = jax.jacfwd(F)
 
     def solve(z, p, max_step):
@@ -64,8 +64,17 @@ def ensemble_fn(kernel: Kernel, rtol: float, atol: float, max_steps: int):
 
     def one(z0, ts, p):
         sol = diffrax.diffeqsolve(
-            term, solver, ts[0], ts[-1], None, z0, args=p,
-            saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller, max_steps=max_steps, throw=False,
+            term,
+            solver,
+            ts[0],
+            ts[-1],
+            None,
+            z0,
+            args=p,
+            saveat=diffrax.SaveAt(ts=ts),
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            throw=False,
         )
         return sol.ys, sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._errors import fail
+from .._errors import Checked, fail
 
 
 class Dataset:
@@ -78,11 +78,11 @@ class Dataset:
         pos = int(np.sum(self._y > 0))
         return f"Dataset(n={self.n}, dim={self.dim}, positives={pos}, negatives={self.n - pos})"
 
-    def subset(self, index) -> "Dataset":
+    def subset(self, index) -> Dataset:
         """The samples selected by `index` (an integer array or boolean mask) as a new Dataset."""
         return Dataset(self._x[index], self._y[index])
 
-    def split(self, test_fraction: float = 0.25, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+    def split(self, test_fraction: Checked[float] = 0.25, seed: int = 0) -> tuple[Dataset, Dataset]:
         """A reproducible stratified train/test split.
 
         **Arguments:**

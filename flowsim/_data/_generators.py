@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._errors import check_int, check_real, fail
+from .._errors import Checked, check_int, check_real, fail
 from ._dataset import Dataset
 
 
@@ -14,12 +14,12 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def gaussian_clusters(
-    n: int = 64,
-    dim: int = 8,
-    seed: int = 0,
-    separation: float = 2.0,
-    noise: float = 1.0,
-    label_noise: float = 0.0,
+    n: Checked[int] = 64,
+    dim: Checked[int] = 8,
+    seed: Checked[int] = 0,
+    separation: Checked[float] = 2.0,
+    noise: Checked[float] = 1.0,
+    label_noise: Checked[float] = 0.0,
     normalize: bool = True,
 ) -> Dataset:
     """Two Gaussian clusters at ``±separation/2 · u`` (u a random unit vector), half of each class.
@@ -59,7 +59,7 @@ def gaussian_clusters(
     return Dataset(x, y)
 
 
-def digits(a: int = 3, b: int = 8, normalize: bool = True) -> Dataset:
+def digits(a: Checked[int] = 3, b: Checked[int] = 8, normalize: bool = True) -> Dataset:
     """Two classes of the 8x8 handwritten digits that ship with scikit-learn (real data, no download).
 
     **Arguments:**

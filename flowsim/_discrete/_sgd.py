@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _symbolic as sym
 from .._data import Dataset
-from .._errors import FlowsimError, SolveError, check_int, check_real, fail
+from .._errors import Checked, FlowsimError, SolveError, check_int, check_real, fail
 from .._model import Model, Network, State, check_problem, check_state, compiled
 from .._solver import Trajectory, observe
 from ._batchnorm import bn_decay, bn_forward, bn_raw, bn_trajectory
@@ -136,7 +136,7 @@ _run_jit = jax.jit(_run, static_argnums=0)
 
 
 def _slice(traj, stop: int):
-    cut = lambda a: None if a is None else a[:stop]  # noqa: E731
+    cut = lambda a: None if a is None else a[:stop]
     return Trajectory(
         ts=traj.ts[:stop],
         rho=traj.rho[:stop],
@@ -151,30 +151,30 @@ def _slice(traj, stop: int):
 
 # ---- the public entry point ------------------------------------------------------------------------
 def sgd(
-    model: Model,
-    net: Network,
-    data: Dataset,
-    state: State,
+    model: Checked[Model],
+    net: Checked[Network],
+    data: Checked[Dataset],
+    state: Checked[State],
     *,
-    lr: float,
-    steps: int,
-    batch_size: int | None = None,
-    momentum: float = 0.0,
-    seed: int = 0,
-    batchnorm: bool = False,
-    record_every: int = 1,
-    bn_affine: bool = False,
-    bn_momentum: float = 0.1,
-    bn_eps: float = 1e-5,
+    lr: Checked[float],
+    steps: Checked[int],
+    batch_size: Checked[int | None] = None,
+    momentum: Checked[float] = 0.0,
+    seed: Checked[int] = 0,
+    batchnorm: Checked[bool] = False,
+    record_every: Checked[int] = 1,
+    bn_affine: Checked[bool] = False,
+    bn_momentum: Checked[float] = 0.1,
+    bn_eps: Checked[float] = 1e-5,
 ) -> Trajectory:
     """Discrete gradient descent (full batch) or minibatch SGD, the discrete counterpart of the flow.
 
     The step is the model's own, in the raw coordinates its regime's embedding declares: GD on ``W_k``
     (``unnormalized``), on ``(g_k, v_k)`` (``weightnorm``), or on ``(ρ, V_k)`` followed by the retraction
     ``V_k ← V_k/‖V_k‖`` (``normalized``, which declares one), and likewise for a regime of one's own, with
-    the exact gradient of the loss of theory.md (sum over samples, no ½, the model's regularizer). A minibatch ``B`` contributes
-    ``N/|B| Σ_{n∈B} ℓ``, so a full batch is exactly GD on ``L`` and ``t = lr · step`` is the flow's time.
-    Minibatches are drawn by random reshuffling from ``jax.random.key(seed)``: every epoch of
+    the exact gradient of the loss of theory.md (sum over samples, no ½, the model's regularizer). A minibatch
+    ``B`` contributes ``N/|B| Σ_{n∈B} ℓ``, so a full batch is exactly GD on ``L`` and ``t = lr · step`` is the
+    flow's time. Minibatches are drawn by random reshuffling from ``jax.random.key(seed)``: every epoch of
     ``⌊N/|B|⌋`` steps takes a fresh permutation of the samples and walks through it in consecutive
     batches (the ``N mod |B|`` left over wait for the next shuffle).
     Momentum is heavy-ball, ``m ← μ m + ∇L_B``, ``p ← p − lr m`` (its effective time is ``lr/(1−μ) · step``;

@@ -23,8 +23,9 @@ def exp_balance(quick: bool, out: Path) -> Result:
         s0 = model.init(net, seed=0, scale=0.75)
         s0 = model.state(V=s0.V, rho_k=list(rk) + [1.0] * (net.depth - len(rk)))
         ts = np.linspace(0.0, t1_of(quick), 41)
-        return model, fs.simulate(model, net, data, s0, t1=t1_of(quick), ts=ts, rtol=1e-9, atol=1e-12,
-                                  enforce_balance=False, progress=False)
+        return model, fs.simulate(
+            model, net, data, s0, t1=t1_of(quick), ts=ts, rtol=1e-9, atol=1e-12, enforce_balance=False, progress=False
+        )
 
     tr0 = integrate(0.0)[1]
     model, trw = integrate(lam)
@@ -44,7 +45,11 @@ def exp_balance(quick: bool, out: Path) -> Result:
     ax.set_xlabel("t"), ax.set_ylabel("|ρ_L² − ρ_1²|"), ax.legend(fontsize=8)
     fig_name = save(fig, out, "6_balance")
     return Result(
-        "balance", "ρ_k²−ρ_j² conserved without WD, decays at rate 4λ with WD",
+        "balance",
+        "ρ_k²−ρ_j² conserved without WD, decays at rate 4λ with WD",
         f"λ=0: max rel. change {cons:.1e}; λ={lam}: fitted rate {rate:.5f}",
         f"0 and {ref:.5f} (holds: change<1e-3, rate within 5%; partly: <1e-2, 20%)",
-        grade(cons < 1e-3 and rel < 0.05, cons < 1e-2 and rel < 0.2), fig_name, rate)
+        grade(cons < 1e-3 and rel < 0.05, cons < 1e-2 and rel < 0.2),
+        fig_name,
+        rate,
+    )

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import Result, digits, grade, run, save
+from ._common import Result, grade, run, save
 
 
 def _collapse(net, V, data):
@@ -44,8 +44,12 @@ def exp_collapse(quick: bool, out: Path) -> Result:
     fig_name = save(fig, out, "7_collapse")
     falls, aligns = nc1[-1] < nc1[0], al[-1] > al[0]
     return Result(
-        "collapse", "with WD: within-class variability falls; last layer aligns with class-mean difference",
+        "collapse",
+        "with WD: within-class variability falls; last layer aligns with class-mean difference",
         f"Σ_W/Σ_B: λ={lams[0]} → {nc1[0]:.3f}, λ={lams[-1]} → {nc1[-1]:.3f}; "
         f"alignment {al[0]:.3f} → {al[-1]:.3f} (digits 3/8, N={data.n})",
         "decreasing NC1, increasing alignment with λ (holds: both; partly: one, or alignment > 0.9 at largest λ)",
-        grade(falls and aligns, falls or aligns or al[-1] > 0.9), fig_name, nc1[-1])
+        grade(falls and aligns, falls or aligns or al[-1] > 0.9),
+        fig_name,
+        nc1[-1],
+    )

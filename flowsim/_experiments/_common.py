@@ -66,8 +66,16 @@ def t1_of(quick: bool):
     return 200.0 if quick else 2000.0
 
 
-def run(model_name: str, lam: float, problem: str, quick: bool, seed: int = 0, scale: float = 0.5,
-         rho_k: tuple | None = None, t1: float | None = None):
+def run(
+    model_name: str,
+    lam: float,
+    problem: str,
+    quick: bool,
+    seed: int = 0,
+    scale: float = 0.5,
+    rho_k: tuple | None = None,
+    t1: float | None = None,
+):
     """One cached flow run ``(model, net, data, trajectory)`` shared between experiments."""
     return _run_cached(model_name, float(lam), problem, bool(quick), int(seed), float(scale), rho_k, t1)
 

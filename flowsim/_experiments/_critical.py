@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .._solver import DEFAULT_SMOOTHING
-from ._common import Result, clusters, grade, log_ts, run, save
+from ._common import Result, grade, log_ts, run, save
 
 
 def critical_cosines(model, net, data, state, eps: float | None = None):
@@ -38,7 +38,9 @@ def exp_critical(quick: bool, out: Path) -> Result:
     cos = np.array([critical_cosines(model, net, data, tr.state(i)) for i in range(len(tr))])
     cos_s = np.array([critical_cosines(model, net, data, tr.state(i), DEFAULT_SMOOTHING) for i in range(len(tr))])
     worst, worst_s = float(cos[-1].min()), float(cos_s[-1].min())
-    pinned = int(np.sum(np.abs(np.asarray(net.preactivations(tr.final.V, jnp.asarray(data.x))[-1])) < 10 * DEFAULT_SMOOTHING))
+    pinned = int(
+        np.sum(np.abs(np.asarray(net.preactivations(tr.final.V, jnp.asarray(data.x))[-1])) < 10 * DEFAULT_SMOOTHING)
+    )
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
     for k in range(cos.shape[1]):
@@ -48,8 +50,13 @@ def exp_critical(quick: bool, out: Path) -> Result:
     ax.set_xlabel("t"), ax.set_ylabel("cos(λρV_k, Σ r_n ∂f_n/∂V_k)"), ax.legend(fontsize=7)
     fig_name = save(fig, out, "8_critical")
     return Result(
-        "critical", "critical-point relation λρV_k = Σ r_n ∂f_n/∂V_k at the end",
+        "critical",
+        "critical-point relation λρV_k = Σ r_n ∂f_n/∂V_k at the end",
         f"min cosine over layers at t={tr.ts[-1]:.0f}: {worst_s:.5f} with the solver's smoothed σ′ (Filippov), "
-        f"{worst:.5f} with the exact ReLU σ′ ({pinned} hidden pre-activations of the last layer within 10ε of 0); t=0: {cos[0].min():.3f}",
+        f"{worst:.5f} with the exact ReLU σ′ ({pinned} hidden pre-activations of the last layer within 10ε of 0); "
+        f"t=0: {cos[0].min():.3f}",
         "1 (holds: both > 0.99; partly: smoothed > 0.99 or exact > 0.9)",
-        grade(worst > 0.99 and worst_s > 0.99, worst_s > 0.99 or worst > 0.9), fig_name, worst_s)
+        grade(worst > 0.99 and worst_s > 0.99, worst_s > 0.99 or worst > 0.9),
+        fig_name,
+        worst_s,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import Result, clusters, grade, run, save
+from ._common import Result, grade, run, save
 
 
 def _cv(m):
@@ -36,6 +36,12 @@ def exp_margins(quick: bool, out: Path) -> Result:
         ax.set_xlabel("margin y_n f_n"), ax.set_yticks([])
     fig_name = save(fig, out, "2_margin_ridges")
     return Result(
-        "margins", "margins equalize under WD; spread stays wider without WD",
-        f"normalized model: CV(y_n f_n) = std/mean at the end, λ={wd}: {cv[wd]:.3f}, λ=0 = {cv[0.0]:.3f} (ratio {ratio:.2f})",
-        "ratio < 1 (holds: <0.8; partly: <1.0)", grade(ratio < 0.8, ratio < 1.0), fig_name, ratio)
+        "margins",
+        "margins equalize under WD; spread stays wider without WD",
+        f"normalized model: CV(y_n f_n) = std/mean at the end, λ={wd}: {cv[wd]:.3f}, λ=0 = {cv[0.0]:.3f} "
+        f"(ratio {ratio:.2f})",
+        "ratio < 1 (holds: <0.8; partly: <1.0)",
+        grade(ratio < 0.8, ratio < 1.0),
+        fig_name,
+        ratio,
+    )

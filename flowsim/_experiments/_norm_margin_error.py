@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import Result, clusters, clusters_split, grade, run, save
+from ._common import Result, clusters_split, grade, run, save
 
 
 def _spearman(a, b):
@@ -49,11 +49,14 @@ def exp_norm_margin_error(quick: bool, out: Path) -> Result:
     b.set_xlabel("min train margin"), b.set_ylabel(f"test error ({test.n} points)")
     fig_name = save(fig, out, "3_norm_margin_error")
     return Result(
-        "norm_margin_error", "smaller ρ ⇔ larger margin ⇔ lower test error",
+        "norm_margin_error",
+        "smaller ρ ⇔ larger margin ⇔ lower test error",
         f"Spearman(ρ, min margin) = {c_rm:.2f}; Spearman(min margin, test error) = {c_me:.2f} "
         f"(test errors {', '.join(f'{e:.3f}' for e in rows[:, 4])}); Spearman(min margin, min test margin) = "
         f"{c_mt:.2f}; {len(rows)} runs (model × λ × init scale)",
         "−1, −1, +1 (holds: ρ–margin ≤ −0.8 and margin–test error ≤ −0.5, or, if the test errors are all equal, "
         "margin–test margin ≥ 0.5; partly: ρ–margin ≤ −0.5)",
         grade(c_rm <= -0.8 and test_ok, c_rm <= -0.5),
-        fig_name, c_rm)
+        fig_name,
+        c_rm,
+    )

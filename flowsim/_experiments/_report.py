@@ -41,8 +41,10 @@ def select(only) -> list[str]:
     names = [n.strip() for n in names if n.strip()]
     bad = [n for n in names if n not in EXPERIMENTS]
     if bad or not names:
-        raise InputError(f"argument `--only`: unknown experiment {', '.join(map(repr, bad)) or '(none)'}; "
-                         f"choose from {', '.join(EXPERIMENTS)}")
+        raise InputError(
+            f"argument `--only`: unknown experiment {', '.join(map(repr, bad)) or '(none)'}; "
+            f"choose from {', '.join(EXPERIMENTS)}"
+        )
     return names
 
 
@@ -76,8 +78,14 @@ def write_report(results: list[Result], out: Path, *, quick: bool, extras=()) ->
     ]
     for r in results:
         i = list(EXPERIMENTS).index(r.name) + 1
-        cells = [str(i), f"**{r.name}**: {r.prediction}", r.measurement, r.reference, r.verdict,
-                 f"[{r.figure}]({r.figure})"]
+        cells = [
+            str(i),
+            f"**{r.name}**: {r.prediction}",
+            r.measurement,
+            r.reference,
+            r.verdict,
+            f"[{r.figure}]({r.figure})",
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if extras:
         lines += ["", "Phase portraits (`flowsim.plot.save_all`): " + ", ".join(f"[{e}]({e})" for e in extras)]

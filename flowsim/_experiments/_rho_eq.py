@@ -28,7 +28,11 @@ def exp_rho_eq(quick: bool, out: Path) -> Result:
     b.set_ylim(-0.5, 1.5), b.set_xlabel("t"), b.legend()
     fig_name = save(fig, out, "1_rho_eq")
     return Result(
-        "rho_eq", "ρ tracks ρ_eq and settles with WD; ρ·y_n f_n → ≈1",
+        "rho_eq",
+        "ρ tracks ρ_eq and settles with WD; ρ·y_n f_n → ≈1",
         f"|ρ/ρ_eq−1| = {gap:.2e} at t={tr.ts[-1]:.0f}; median |ρ y_n f_n − 1| = {dev:.3f}",
         "0 and 0 (holds: gap<1e-2 and median<0.1; partly: gap<0.1 and median<0.3)",
-        grade(gap < 1e-2 and dev < 0.1, gap < 0.1 and dev < 0.3), fig_name, dev)
+        grade(gap < 1e-2 and dev < 0.1, gap < 0.1 and dev < 0.3),
+        fig_name,
+        dev,
+    )

@@ -25,8 +25,9 @@ def exp_sgd(quick: bool, out: Path) -> Result:
     batches = (2, 8, data.n) if quick else (1, 4, 16, data.n)
     stats = {}
     for b in batches:
-        tr = fs.sgd(model, net, data, s0, lr=lr, steps=steps, batch_size=None if b == data.n else b, seed=0,
-                    record_every=rec)
+        tr = fs.sgd(
+            model, net, data, s0, lr=lr, steps=steps, batch_size=None if b == data.n else b, seed=0, record_every=rec
+        )
         ts, rho = np.asarray(tr.ts), np.asarray(tr.rho)
         W1 = np.asarray(tr.rho_k[-1, 0] * tr.V[0][-1])
         late = ts >= ts[-1] / 2
@@ -48,8 +49,12 @@ def exp_sgd(quick: bool, out: Path) -> Result:
     fig.suptitle(f"unnormalized, λ={lam}, lr={lr}")
     fig_name = save(fig, out, "9_sgd")
     return Result(
-        "sgd", "SGD+WD, small batches: persistent fluctuation and lower-rank weights than full-batch GD",
+        "sgd",
+        "SGD+WD, small batches: persistent fluctuation and lower-rank weights than full-batch GD",
         f"late detrended std(ρ)/mean(ρ): batch {small} → {stats[small][2]:.2e}, full → {stats[fullb][2]:.2e}; "
         f"stable rank W_1: {sr_small:.2f} vs {sr_full:.2f}",
         "fluctuation ratio ≫ 1, rank small < full (holds: ratio>10 and rank lower by >2%; partly: one of them)",
-        grade(f_ratio > 10 and lower_rank, f_ratio > 10 or lower_rank), fig_name, f_ratio)
+        grade(f_ratio > 10 and lower_rank, f_ratio > 10 or lower_rank),
+        fig_name,
+        f_ratio,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import Result, digits, grade, log_ts, run, save
+from ._common import Result, grade, log_ts, run, save
 
 
 def exp_singular(quick: bool, out: Path) -> Result:
@@ -38,8 +38,12 @@ def exp_singular(quick: bool, out: Path) -> Result:
     measure = max(d0, s0)
     ref = max(dw, sw)
     return Result(
-        "singular", "normalized without WD: ρ drifts / depends on the initial condition",
+        "singular",
+        "normalized without WD: ρ drifts / depends on the initial condition",
         f"λ=0: spread of final ρ over {len(seeds)} inits = {s0:.3f}, late drift = {d0:.1e}; "
         f"λ={wd}: spread {sw:.3f}, drift {dw:.1e}",
         "λ=0 ≫ WD (holds: max(spread, drift) > 0.05 and > 3× the WD value; partly: > 0.01)",
-        grade(measure > 0.05 and measure > 3 * ref, measure > 0.01), fig_name, measure)
+        grade(measure > 0.05 and measure > 3 * ref, measure > 0.01),
+        fig_name,
+        measure,
+    )

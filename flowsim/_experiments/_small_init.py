@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import Result, clusters, grade, log_ts, run, save
+from ._common import Result, grade, log_ts, run, save
 
 
 def exp_small_init(quick: bool, out: Path) -> Result:
@@ -24,7 +24,11 @@ def exp_small_init(quick: bool, out: Path) -> Result:
     ax.set_title("unnormalized, λ=0")
     fig_name = save(fig, out, "5_small_init")
     return Result(
-        "small_init", "no normalization, no WD: small initial scale ⇒ larger margin",
+        "small_init",
+        "no normalization, no WD: small initial scale ⇒ larger margin",
         f"min margin: scale {scales[0]} → {mins[0]:.4f}, scale {scales[-1]} → {mins[-1]:.4f}",
         "small > large (holds: min margin larger by > 1e-3; partly: mean margin larger)",
-        grade(diff > 1e-3, means[0] > means[-1]), fig_name, diff)
+        grade(diff > 1e-3, means[0] > means[-1]),
+        fig_name,
+        diff,
+    )

@@ -11,7 +11,7 @@ import pkgutil
 import sys
 
 from .. import _symbolic as sym
-from .._errors import fail
+from .._errors import Checked, fail
 from ._checks import check_lam
 from ._model import Model
 
@@ -58,7 +58,9 @@ def _find_regime(name) -> sym.Regime:
     return importlib.import_module(f"flowsim.models.{name}").REGIME
 
 
-def load_model(name, *, lam: float = 0.0, loss: str = "square") -> Model:
+def load_model(
+    name: Checked[str | os.PathLike | sym.Regime], *, lam: Checked[float] = 0.0, loss: Checked[str] = "square"
+) -> Model:
     """Load a regime and derive its flow for `loss`.
 
     **Arguments:**

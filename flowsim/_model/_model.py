@@ -13,7 +13,7 @@ from jaxtyping import Array, Float
 
 from .. import _symbolic as sym
 from .._data import Dataset
-from .._errors import InputError, check_int, check_real, fail
+from .._errors import Checked, InputError, check_int, check_real, fail
 from ._checks import check_network, check_positive, check_problem, check_state
 from ._compiled import Compiled, compiled
 from ._field import field
@@ -31,7 +31,7 @@ class Model(eqx.Module):
     lam: Float[Array, ""]
     loss: str = eqx.field(static=True)
 
-    def __init__(self, regime: sym.Regime, lam: float, loss: str = "square"):
+    def __init__(self, regime: sym.Regime, lam: float | Float[Array, ""], loss: str = "square"):
         self.regime = regime
         self.lam = jnp.asarray(lam, dtype=jnp.float64)
         self.loss = loss
@@ -71,7 +71,7 @@ class Model(eqx.Module):
         """
         return self.derivation.singular_without_decay and float(self.lam) == 0.0
 
-    def analysis(self, depth: int = 2) -> dict:
+    def analysis(self, depth: Checked[int] = 2) -> dict:
         """Symbolic facts about the flow.
 
         **Arguments:**
@@ -94,7 +94,9 @@ class Model(eqx.Module):
         }
 
     # ---- states ---------------------------------------------------------------------------------
-    def init(self, net: Network, *, seed=0, scale: float = 1.0, key=None) -> State:
+    def init(
+        self, net: Checked[Network], *, seed: Checked[int | jax.Array] = 0, scale: Checked[float] = 1.0, key=None
+    ) -> State:
         """A random initial State: each ``V_k`` Gaussian then scaled to unit Frobenius norm.
 
         **Arguments:**
@@ -107,8 +109,11 @@ class Model(eqx.Module):
         **Returns:** a :class:`flowsim.State`.
         """
         if key is not None:
-            warnings.warn("model.init(key=...) is deprecated: pass seed=... (an integer or a jax.random key)",
-                          DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "model.init(key=...) is deprecated: pass seed=... (an integer or a jax.random key)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             seed = key
         check_network(net)
         check_real("scale", scale, "a finite number > 0 (the initial overall scale ρ)", lambda v: v > 0)
@@ -124,7 +129,12 @@ class Model(eqx.Module):
             return self.state(V=V, rho_k=[float(scale) ** (1.0 / net.depth)] * net.depth)
         return self.state(V=V, rho=float(scale))
 
-    def state(self, V: Sequence, rho: float | None = None, rho_k: Sequence[float] | None = None) -> State:
+    def state(
+        self,
+        V: Checked[Sequence],
+        rho: Checked[float | None] = None,
+        rho_k: Checked[Sequence[float] | None] = None,
+    ) -> State:
         """A validated State from directions and scales.
 
         **Arguments:**
@@ -175,7 +185,7 @@ class Model(eqx.Module):
         """The jax.numpy functions compiled from the symbolic derivation for this network's depth."""
         return compiled(self.regime, self.loss, net.depth)
 
-    def vector_field(self, net: Network, data: Dataset) -> Callable[[float, State], State]:
+    def vector_field(self, net: Checked[Network], data: Checked[Dataset]) -> Callable[[float, State], State]:
         """The flow as a jittable ``(t, State) -> State`` (the State-shaped time derivative).
 
         **Arguments:**
@@ -189,7 +199,7 @@ class Model(eqx.Module):
         x, yv = jnp.asarray(data.x), jnp.asarray(data.y)
         return lambda t, state: field(self, net, x, yv, state)
 
-    def rho_eq(self, net: Network, data: Dataset, state: State) -> Float[Array, ""]:
+    def rho_eq(self, net: Checked[Network], data: Checked[Dataset], state: Checked[State]) -> Float[Array, ""]:
         """ρ_eq(V): the scale at which the scale equation vanishes with V fixed (balanced if per-layer).
 
         Closed form where sympy finds one (``Σ y f / (λ + Σ f²)`` for ``normalized`` with the square
@@ -201,7 +211,7 @@ class Model(eqx.Module):
         f = net._forward(state.V, jnp.asarray(data.x))
         return self.compiled(net).rho_eq(f, jnp.asarray(data.y), self.lam)
 
-    def invariants(self, state: State) -> Float[Array, " Lm1"]:
+    def invariants(self, state: Checked[State]) -> Float[Array, " Lm1"]:
         """Layer-balance quantities ``ρ_k² − ρ_1²`` for ``k = 2..L`` (per-layer models)."""
         if not self.per_layer:
             raise InputError(f"argument `state`: the {self.name!r} model has one shared scale and no layer balance")
@@ -216,7 +226,7 @@ class Model(eqx.Module):
             raise InputError(f"argument `model`: the {self.name!r} model has no layer-balance law")
         return float(inv[1].subs(sym.lam, float(self.lam)))
 
-    def jacobian(self, net: Network, data: Dataset, state: State):
+    def jacobian(self, net: Checked[Network], data: Checked[Dataset], state: Checked[State]):
         """The Jacobian of the flattened field at `state`, and its eigenvalues.
 
         **Returns:** ``(J, eigenvalues)`` as numpy arrays; coordinates are those of

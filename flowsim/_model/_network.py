@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._errors import fail
+from .._errors import Checked, fail
 
 ACTIVATIONS = ("relu", "linear")
 
@@ -50,7 +50,7 @@ class Network(eqx.Module):
     widths: tuple[int, ...] = eqx.field(static=True)
     activation: str = eqx.field(static=True)
 
-    def __init__(self, widths: Sequence[int], activation: str = "relu"):
+    def __init__(self, widths: Checked[Sequence[int]], activation: Checked[str] = "relu"):
         if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence | np.ndarray):
             raise fail("widths", widths, "a sequence of positive integers (d_0, ..., d_L) with d_L = 1")
         widths = tuple(widths)
@@ -95,7 +95,7 @@ class Network(eqx.Module):
         return (a @ V[-1].T)[:, 0]
 
     @eqx.filter_jit
-    def forward(self, V: Sequence[Float[Array, "dk dkm1"]], x: Float[Array, "N d"]) -> Float[Array, " N"]:
+    def forward(self, V: Sequence[Float[Array, "_dk _dkm1"]], x: Float[Array, "N d"]) -> Float[Array, " N"]:
         """The outputs ``f(V; x_n)`` for all samples.
 
         **Arguments:**
@@ -108,7 +108,7 @@ class Network(eqx.Module):
         return self._forward(tuple(V), x)
 
     @eqx.filter_jit
-    def vjp(self, V: Sequence[Float[Array, "dk dkm1"]], x: Float[Array, "N d"], w: Float[Array, " N"]):
+    def vjp(self, V: Sequence[Float[Array, "_dk _dkm1"]], x: Float[Array, "N d"], w: Float[Array, " N"]):
         """The outputs and the weighted gradient ``Σ_n w_n ∂f_n/∂V_k`` for every layer, in one VJP.
 
         **Arguments:**
@@ -123,7 +123,7 @@ class Network(eqx.Module):
         return f, pullback(w)[0]
 
     @eqx.filter_jit
-    def preactivations(self, V: Sequence[Float[Array, "dk dkm1"]], x: Float[Array, "N d"]):
+    def preactivations(self, V: Sequence[Float[Array, "_dk _dkm1"]], x: Float[Array, "N d"]):
         """The pre-activations ``z_k = V_k a_{k-1}`` of the hidden layers, each of shape ``(N, d_k)``."""
         zs, a = [], x
         for Vk in tuple(V)[:-1]:
@@ -133,7 +133,7 @@ class Network(eqx.Module):
         return tuple(zs)
 
     @eqx.filter_jit
-    def features(self, V: Sequence[Float[Array, "dk dkm1"]], x: Float[Array, "N d"]) -> Float[Array, "N h"]:
+    def features(self, V: Sequence[Float[Array, "_dk _dkm1"]], x: Float[Array, "N d"]) -> Float[Array, "N h"]:
         """The last hidden layer's activations ``a_{L-1}`` (the input itself for ``L = 1``)."""
         a = x
         for Vk in tuple(V)[:-1]:

@@ -18,11 +18,13 @@ class State(eqx.Module):
 
     A State returned by a vector field holds time derivatives in the same fields
     (``rho`` then holds ``dρ/dt``). Build states with ``model.init`` or ``model.state``, which validate.
+    Every field may carry the same leading batch axes (``*batch``): the saved states of a trajectory, stacked
+    over time, or the initial states of a sweep.
     """
 
-    V: tuple[Float[Array, "dk dkm1"], ...]
-    rho: Float[Array, ""]
-    rho_k: Float[Array, " L"] | None = None
+    V: tuple[Float[Array, "*batch _dk _dkm1"], ...]
+    rho: Float[Array, "*batch"]
+    rho_k: Float[Array, "*batch L"] | None = None
 
     @property
     def depth(self) -> int:
@@ -33,7 +35,7 @@ class State(eqx.Module):
         """Frobenius norms ``‖V_k‖`` (1 on the manifold)."""
         return jnp.stack([jnp.linalg.norm(v) for v in self.V])
 
-    def weights(self) -> tuple[Float[Array, "dk dkm1"], ...]:
+    def weights(self) -> tuple[Float[Array, "*batch _dk _dkm1"], ...]:
         """The network weights ``W_k = ρ_k V_k`` (shared models put all of ρ on the last layer)."""
         if self.rho_k is not None:
             return tuple(r * v for r, v in zip(self.rho_k, self.V))

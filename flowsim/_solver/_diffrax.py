@@ -8,12 +8,14 @@ import jax.numpy as jnp
 from ._options import DIFFRAX_SOLVERS
 
 
-def diffrax_solve(F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state=False, steady_tol=1e-6,
-                  progress_meter=None):
+def diffrax_solve(
+    F, z0, t1, ts, rtol, atol, solver, max_steps, steady_state=False, steady_tol=1e-6, progress_meter=None
+):
     """One pure diffrax solve of ``ż = F(z)`` saving at `ts` and at the end (vmappable; used by sweeps)."""
     term = dfx.ODETerm(lambda t, z, args: F(z))
     event = None
     if steady_state:
+
         def cond(t, z, args, **kwargs):
             return jnp.linalg.norm(F(z)) <= steady_tol * (1.0 + jnp.linalg.norm(z))
 

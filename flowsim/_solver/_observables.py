@@ -23,8 +23,9 @@ def observe(model: Model, net: Network, data, ts, states: State, stats: dict | N
     **Returns:** a :class:`Trajectory` with margins, loss and ρ_eq computed at every saved time.
     """
     rho = jnp.prod(states.rho_k, axis=1) if states.rho_k is not None else states.rho
-    margins, loss, rho_eq = _observables(model, net, jnp.asarray(data.x), jnp.asarray(data.y), tuple(states.V), rho,
-                                         states.rho_k)
+    margins, loss, rho_eq = _observables(
+        model, net, jnp.asarray(data.x), jnp.asarray(data.y), tuple(states.V), rho, states.rho_k
+    )
     return Trajectory(
         ts=jnp.asarray(ts, dtype=jnp.float64),
         rho=rho,

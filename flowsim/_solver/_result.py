@@ -8,7 +8,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import ResultFileError, fail
+from .._errors import Checked, ResultFileError, fail
 from ._trajectory import Trajectory
 
 FORMAT = "flowsim-sweep"
@@ -48,7 +48,7 @@ class SweepResult:
         """Whether every member has been computed (false for a partial file of an interrupted sweep)."""
         return bool(np.all(self.ds["status"].values != STATUS_NOT_RUN))
 
-    def trajectory(self, i: int) -> Trajectory:
+    def trajectory(self, i: Checked[int]) -> Trajectory:
         """Member `i` as a :class:`flowsim.Trajectory`.
 
         **Arguments:**
@@ -117,12 +117,15 @@ def load(path) -> SweepResult:
     except Exception as err:  # noqa: BLE001  (h5py/netCDF raise many types for a damaged file)
         raise ResultFileError(f"result file {path!r} is not a readable netCDF file ({type(err).__name__}: {err})")
     if ds.attrs.get("format") != FORMAT:
-        raise ResultFileError(f"result file {path!r} is not a flowsim sweep file (format attribute "
-                              f"{ds.attrs.get('format')!r}, expected {FORMAT!r})")
+        raise ResultFileError(
+            f"result file {path!r} is not a flowsim sweep file (format attribute "
+            f"{ds.attrs.get('format')!r}, expected {FORMAT!r})"
+        )
     version = ds.attrs.get("format_version")
     if version is None or int(version) != FORMAT_VERSION:
-        raise ResultFileError(f"result file {path!r} has format version {version!r}; this flowsim reads "
-                              f"version {FORMAT_VERSION}")
+        raise ResultFileError(
+            f"result file {path!r} has format version {version!r}; this flowsim reads version {FORMAT_VERSION}"
+        )
     _validate(ds, path)
     return SweepResult(ds)
 
@@ -134,9 +137,15 @@ def _validate(ds, path):
     except (KeyError, ValueError) as err:
         raise ResultFileError(f"result file {path!r} lacks the attribute {err}")
     needed = {
-        "rho": ("member", "time"), "loss": ("member", "time"), "rho_eq": ("member", "time"),
-        "margins": ("member", "time", "sample"), "status": ("member",), "accepted_steps": ("member",),
-        "rejected_steps": ("member",), "lam": ("member",), "state_index": ("member",),
+        "rho": ("member", "time"),
+        "loss": ("member", "time"),
+        "rho_eq": ("member", "time"),
+        "margins": ("member", "time", "sample"),
+        "status": ("member",),
+        "accepted_steps": ("member",),
+        "rejected_steps": ("member",),
+        "lam": ("member",),
+        "state_index": ("member",),
     }
     if per_layer:
         needed["rho_k"] = ("member", "time", "layer")
@@ -146,8 +155,9 @@ def _validate(ds, path):
         if name not in ds.variables:
             raise ResultFileError(f"result file {path!r} lacks the variable {name!r}")
         if ds[name].dims != dims:
-            raise ResultFileError(f"result file {path!r}: variable {name!r} has dimensions {ds[name].dims}, "
-                                  f"expected {dims}")
+            raise ResultFileError(
+                f"result file {path!r}: variable {name!r} has dimensions {ds[name].dims}, expected {dims}"
+            )
     if "time" not in ds.coords or ds.sizes["time"] == 0 or ds.sizes["member"] == 0:
         raise ResultFileError(f"result file {path!r} has an empty member or time axis")
 

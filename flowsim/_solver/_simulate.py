@@ -15,16 +15,18 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Sequence
 
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import ArrayLike
 from threadpoolctl import threadpool_limits
 
 from .._data import Dataset
-from .._errors import SolveError, check_real
+from .._errors import Checked, SolveError, check_real
 from .._model import Model, Network, State, check_state
 from ._diffrax import diffrax_solve
 from ._flat import Flat, flat_field
@@ -62,21 +64,21 @@ def _bdf_setup():
 
 
 def simulate(
-    model: Model,
-    net: Network,
-    data: Dataset,
-    state: State,
+    model: Checked[Model],
+    net: Checked[Network],
+    data: Checked[Dataset],
+    state: Checked[State],
     *,
-    t1: float,
-    ts=None,
-    rtol: float = 1e-6,
-    atol: float = 1e-9,
+    t1: Checked[float],
+    ts: Checked[ArrayLike | Sequence[float] | None] = None,
+    rtol: Checked[float] = 1e-6,
+    atol: Checked[float] = 1e-9,
     steady_state: bool = False,
-    solver: str = "auto",
+    solver: Checked[str] = "auto",
     progress: bool | None = None,
-    smoothing: float | None | str = "auto",
-    max_steps: int = 200_000,
-    steady_tol: float = 1e-6,
+    smoothing: Checked[float | None | str] = "auto",
+    max_steps: Checked[int] = 200_000,
+    steady_tol: Checked[float] = 1e-6,
     enforce_balance: bool = True,
 ) -> Trajectory:
     """Integrate the flow of `model` from `state` over ``[0, t1]``.
@@ -123,17 +125,30 @@ def simulate(
     flat = Flat(model, net, data, state, eps)
     f0 = np.asarray(flat.F(flat.z0))
     if not np.all(np.isfinite(f0)):
-        partial = _trajectory(model, net, data, state, flat, np.array([0.0]), np.asarray(flat.z0)[None],
-                              {"solver": solver, "failure": "non-finite field at t = 0"})
-        raise SolveError(f"non-finite vector field at t = 0 (first bad coordinate {int(np.argmax(~np.isfinite(f0)))});"
-                         " reduce the initial scale", partial=partial)
+        partial = _trajectory(
+            model,
+            net,
+            data,
+            state,
+            flat,
+            np.array([0.0]),
+            np.asarray(flat.z0)[None],
+            {"solver": solver, "failure": "non-finite field at t = 0"},
+        )
+        raise SolveError(
+            f"non-finite vector field at t = 0 (first bad coordinate {int(np.argmax(~np.isfinite(f0)))});"
+            " reduce the initial scale",
+            partial=partial,
+        )
     started = time.perf_counter()
     if solver in SCIPY_SOLVERS:
-        t_saved, z_saved, stats = _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress,
-                                               max_steps, eps)
+        t_saved, z_saved, stats = _scipy_solve(
+            flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress, max_steps, eps
+        )
     else:
-        t_saved, z_saved, stats = _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol,
-                                                 progress, max_steps, eps)
+        t_saved, z_saved, stats = _diffrax_solve(
+            flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress, max_steps, eps
+        )
     stats.update(solver=solver, smoothing=eps, rtol=rtol, atol=atol, wall_time=time.perf_counter() - started)
     traj = _trajectory(model, net, data, state, flat, t_saved, z_saved, stats, enforce_balance)
     if stats.get("failure"):
@@ -182,8 +197,13 @@ def _progress_bar(enabled, t1, steady_state):
 
     unit = "decade" if steady_state else "t"
     total = math.log10(t1) + 6 if steady_state else t1
-    return tqdm(total=round(total, 3), unit=unit, desc="simulate", leave=False,
-                bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} " + unit + " [{elapsed}<{remaining}]")
+    return tqdm(
+        total=round(total, 3),
+        unit=unit,
+        desc="simulate",
+        leave=False,
+        bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} " + unit + " [{elapsed}<{remaining}]",
+    )
 
 
 def _bare_lapack(integ):
@@ -210,14 +230,16 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
 
     F, J = flat.F, flat.J
     z0 = np.asarray(flat.z0)
-    fun = lambda t, z: np.asarray(F(z))  # noqa: E731
-    jac = lambda t, z: np.asarray(J(z))  # noqa: E731
+    fun = lambda t, z: np.asarray(F(z))
+    jac = lambda t, z: np.asarray(J(z))
     cls = getattr(si, SCIPY_SOLVERS[solver])
     acc = {"switches": 0, "sliding_time": 0.0}
     t_saved, z_saved = [], []
     i = 0  # next save time index
     while i < len(ts) and ts[i] <= 0.0:
-        t_saved.append(ts[i]); z_saved.append(z0); i += 1  # noqa: E702
+        t_saved.append(ts[i])
+        z_saved.append(z0)
+        i += 1
     bar = _progress_bar(progress, t1, steady_state)
     stats = {"steady_state": False, "failure": None}
     n_acc = 0
@@ -232,22 +254,28 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
                 try:
                     message = integ.step()
                 except (ValueError, np.linalg.LinAlgError) as err:  # scipy's LU rejects non-finite Jacobians
-                    stats["failure"] = (f"non-finite values in the step from t = {t_old:.6g} ({err}); "
-                                        "reduce the initial scale or the tolerances")
+                    stats["failure"] = (
+                        f"non-finite values in the step from t = {t_old:.6g} ({err}); "
+                        "reduce the initial scale or the tolerances"
+                    )
                     break
                 if integ.status == "failed":
                     stats["failure"] = f"step failed at t = {t_old:.6g}: {message}"
                     break
                 if not np.all(np.isfinite(integ.y)):
                     bad = int(np.argmax(~np.isfinite(integ.y)))
-                    stats["failure"] = (f"non-finite state at t = {integ.t:.6g} (first bad coordinate {bad}); "
-                                        "reduce the initial scale or the tolerances")
+                    stats["failure"] = (
+                        f"non-finite state at t = {integ.t:.6g} (first bad coordinate {bad}); "
+                        "reduce the initial scale or the tolerances"
+                    )
                     break
                 n_acc += 1
                 if ts[i:].size and ts[i] <= integ.t:
                     dense = integ.dense_output()
                     while i < len(ts) and ts[i] <= integ.t:
-                        t_saved.append(ts[i]); z_saved.append(dense(ts[i])); i += 1  # noqa: E702
+                        t_saved.append(ts[i])
+                        z_saved.append(dense(ts[i]))
+                        i += 1
                 _switch_stats(flat, z_old, integ.y, integ.t - t_old, eps, acc)
                 if bar is not None:
                     pos = math.log10(max(integ.t, 1e-6)) + 6 if steady_state else integ.t
@@ -260,14 +288,17 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
                         stats["steady_state"] = True
                         break
                 if n_acc >= max_steps:
-                    stats["failure"] = (f"reached max_steps = {max_steps} at t = {integ.t:.6g} of t1 = {t1:g}; "
-                                        "raise max_steps, loosen rtol/atol, or widen `smoothing`")
+                    stats["failure"] = (
+                        f"reached max_steps = {max_steps} at t = {integ.t:.6g} of t1 = {t1:g}; "
+                        "raise max_steps, loosen rtol/atol, or widen `smoothing`"
+                    )
                     break
         finally:
             if bar is not None:
                 bar.close()
     if (not t_saved or t_saved[-1] < integ.t) and np.all(np.isfinite(integ.y)):  # never save a non-finite row
-        t_saved.append(integ.t); z_saved.append(integ.y.copy())  # noqa: E702
+        t_saved.append(integ.t)
+        z_saved.append(integ.y.copy())
     stats.update(
         t_final=float(integ.t),
         accepted_steps=n_acc,
@@ -284,8 +315,7 @@ def _scipy_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, pro
 
 
 @eqx.filter_jit
-def _diffrax_run(model, net, x, y, z0, ts, t1, rtol, atol, solver, max_steps, steady_state, steady_tol, eps,
-                 meter):
+def _diffrax_run(model, net, x, y, z0, ts, t1, rtol, atol, solver, max_steps, steady_state, steady_tol, eps, meter):
     # A module-level compiled solve: repeated simulate calls on one problem reuse it (λ and t1 are traced).
     def F(z):
         return flat_field(model, net, x, y, z, eps)
@@ -295,8 +325,23 @@ def _diffrax_run(model, net, x, y, z0, ts, t1, rtol, atol, solver, max_steps, st
 
 def _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, progress, max_steps, eps):
     meter = dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter()
-    sol = _diffrax_run(flat.model, flat.net, flat.x, flat.y, flat.z0, jnp.asarray(ts), jnp.asarray(t1), rtol, atol,
-                       solver, max_steps, steady_state, steady_tol, eps, meter)
+    sol = _diffrax_run(
+        flat.model,
+        flat.net,
+        flat.x,
+        flat.y,
+        flat.z0,
+        jnp.asarray(ts),
+        jnp.asarray(t1),
+        rtol,
+        atol,
+        solver,
+        max_steps,
+        steady_state,
+        steady_tol,
+        eps,
+        meter,
+    )
     ys = np.asarray(sol.ys)
     t_all = np.concatenate([ts, [float(sol.ts[-1])]])
     keep = np.isfinite(ys).all(axis=1) & np.isfinite(t_all)
@@ -306,14 +351,15 @@ def _diffrax_solve(flat, solver, t1, ts, rtol, atol, steady_state, steady_tol, p
     t_saved, z_saved = t_all[keep], ys[keep]
     # after a failure diffrax reports no end time: the last finite save is where the solve is known to have got
     t_end = float(t_saved[-1]) if len(t_saved) else 0.0
-    stats = {"steady_state": bool(steady_state and sol.result == dfx.RESULTS.event_occurred),
-             "failure": None}
+    stats = {"steady_state": bool(steady_state and sol.result == dfx.RESULTS.event_occurred), "failure": None}
     last_bad = len(z_saved) and not np.all(np.isfinite(np.asarray(flat.F(jnp.asarray(z_saved[-1])))))
     if sol.result == dfx.RESULTS.max_steps_reached and last_bad:
         stats["failure"] = f"non-finite vector field after t = {t_end:.6g}; reduce the initial scale or the tolerances"
     elif sol.result == dfx.RESULTS.max_steps_reached:
-        stats["failure"] = (f"reached max_steps = {max_steps} past t = {t_end:.6g} of "
-                            f"t1 = {t1:g}; raise max_steps, loosen rtol/atol, or use solver='bdf'")
+        stats["failure"] = (
+            f"reached max_steps = {max_steps} past t = {t_end:.6g} of "
+            f"t1 = {t1:g}; raise max_steps, loosen rtol/atol, or use solver='bdf'"
+        )
     elif sol.result not in (dfx.RESULTS.successful, dfx.RESULTS.event_occurred):
         stats["failure"] = f"diffrax stopped: {sol.result} (last saved t = {t_end:.6g})"
     acc = {"switches": 0, "sliding_time": 0.0}

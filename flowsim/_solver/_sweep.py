@@ -20,14 +20,16 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jaxtyping import ArrayLike
 
 from .._data import Dataset
-from .._errors import ResultFileError, fail
+from .._errors import Checked, ResultFileError, fail
 from .._model import Model, Network, State, check_lam, check_state
 from ._diffrax import diffrax_solve
 from ._flat import flat_field, unraveler
@@ -55,8 +57,11 @@ def _stack_members(model, net, states):
     if isinstance(states, State):
         leaves = jax.tree_util.tree_leaves(states)
         if not leaves or jnp.ndim(states.rho) != 1:
-            raise fail("states", "a State without a batch axis",
-                       "a list of States or a State stacked along a leading batch axis (rho of shape (B,))")
+            raise fail(
+                "states",
+                "a State without a batch axis",
+                "a list of States or a State stacked along a leading batch axis (rho of shape (B,))",
+            )
         n = int(states.rho.shape[0])
         states = [jax.tree_util.tree_map(lambda a, i=i: a[i], states) for i in range(n)]
     elif isinstance(states, (list, tuple)):
@@ -114,9 +119,15 @@ def _member_fn(model, net, x, y, eps, t1, ts, save_t, rtol, atol, solver, max_st
         projected, _, _ = project_states(states, balance0, rate, t_saved)
         V, rho, rho_k = projected.V, projected.rho, projected.rho_k
         margins, loss, rho_eq = jax.vmap(lambda V_, r, rk: observe_one(m, net, x, y, lam, V_, r, rk))(V, rho, rho_k)
-        out = {"rho": rho, "margins": margins, "loss": loss, "rho_eq": rho_eq,
-               "result": sol.result._value, "accepted": sol.stats["num_accepted_steps"],
-               "rejected": sol.stats["num_rejected_steps"]}
+        out = {
+            "rho": rho,
+            "margins": margins,
+            "loss": loss,
+            "rho_eq": rho_eq,
+            "result": sol.result._value,
+            "accepted": sol.stats["num_accepted_steps"],
+            "rejected": sol.stats["num_rejected_steps"],
+        }
         for k, v in enumerate(V):
             out[f"V_{k + 1}"] = v
         if rho_k is not None:
@@ -155,23 +166,23 @@ def _to_host(tree):
 
 # ---- the public entry point -----------------------------------------------------------------------
 def sweep(
-    model: Model,
-    net: Network,
-    data: Dataset,
-    states,
+    model: Checked[Model],
+    net: Checked[Network],
+    data: Checked[Dataset],
+    states: Checked[Sequence[State] | State],
     *,
-    t1: float,
-    ts=None,
-    lam=None,
-    scale=None,
-    seed=None,
-    rtol: float = 1e-6,
-    atol: float = 1e-9,
-    solver: str = "tsit5",
-    smoothing: float | None | str = "auto",
-    max_steps: int = 200_000,
-    chunk_size: int | None = None,
-    path=None,
+    t1: Checked[float],
+    ts: Checked[ArrayLike | Sequence[float] | None] = None,
+    lam: Checked[ArrayLike | Sequence[float] | None] = None,
+    scale: Checked[ArrayLike | Sequence | None] = None,
+    seed: Checked[ArrayLike | Sequence | None] = None,
+    rtol: Checked[float] = 1e-6,
+    atol: Checked[float] = 1e-9,
+    solver: Checked[str] = "tsit5",
+    smoothing: Checked[float | None | str] = "auto",
+    max_steps: Checked[int] = 200_000,
+    chunk_size: Checked[int | None] = None,
+    path: str | os.PathLike | None = None,
     progress: bool = False,
     _on_chunk=None,
 ) -> SweepResult:
@@ -209,13 +220,16 @@ def sweep(
     import xarray as xr
 
     # a sweep vmaps a diffrax solve, so only the diffrax solvers apply
-    t1, ts, rtol, atol, eps = check_solve(model, net, data, t1, ts, rtol, atol, solver, DIFFRAX_SOLVERS, max_steps,
-                                          smoothing)
+    t1, ts, rtol, atol, eps = check_solve(
+        model, net, data, t1, ts, rtol, atol, solver, DIFFRAX_SOLVERS, max_steps, smoothing
+    )
     z0s = _stack_members(model, net, states)
     n_states = z0s.shape[0]
-    lams = np.array([float(model.lam)]) if lam is None else np.asarray(
-        [check_lam(v) for v in np.atleast_1d(lam)],
-        dtype=np.float64)
+    lams = (
+        np.array([float(model.lam)])
+        if lam is None
+        else np.asarray([check_lam(v) for v in np.atleast_1d(lam)], dtype=np.float64)
+    )
     if lams.size == 0:
         raise fail("lam", lam, "a non-empty sequence of λ >= 0")
     scale = _labels("scale", scale, n_states)
@@ -246,23 +260,54 @@ def sweep(
     time_axis = np.concatenate([ts, [t1]])[save_t]
 
     x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    sweep_hash = _hash(FORMAT_VERSION, model.name, model.loss, tuple(net.widths), net.activation,
-                       np.asarray(data.x), np.asarray(data.y), member_z0, member_lam, float(t1), ts, rtol, atol,
-                       solver, eps, int(max_steps), scale, seed)  # not the chunking: it depends on the devices
+    sweep_hash = _hash(
+        FORMAT_VERSION,
+        model.name,
+        model.loss,
+        tuple(net.widths),
+        net.activation,
+        np.asarray(data.x),
+        np.asarray(data.y),
+        member_z0,
+        member_lam,
+        float(t1),
+        ts,
+        rtol,
+        atol,
+        solver,
+        eps,
+        int(max_steps),
+        scale,
+        seed,
+    )  # not the chunking: it depends on the devices
     attrs = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "sweep_hash": sweep_hash,
-        "model": model.name, "loss": model.loss, "per_layer": int(model.per_layer),
-        "widths": np.asarray(net.widths, dtype=np.int64), "activation": net.activation, "depth": net.depth,
-        "solver": solver, "smoothing": 0.0 if eps is None else float(eps), "rtol": rtol, "atol": atol,
-        "t1": float(t1), "max_steps": int(max_steps), "chunk_size": chunk, "n_chunks": n_chunks,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sweep_hash": sweep_hash,
+        "model": model.name,
+        "loss": model.loss,
+        "per_layer": int(model.per_layer),
+        "widths": np.asarray(net.widths, dtype=np.int64),
+        "activation": net.activation,
+        "depth": net.depth,
+        "solver": solver,
+        "smoothing": 0.0 if eps is None else float(eps),
+        "rtol": rtol,
+        "atol": atol,
+        "t1": float(t1),
+        "max_steps": int(max_steps),
+        "chunk_size": chunk,
+        "n_chunks": n_chunks,
     }
 
     ds = empty_dataset(xr, net, model, n, time_axis, data.n, state_index, member_lam, scale, seed, attrs)
     if path is not None and os.path.exists(os.fspath(path)):
         old = load(path).ds
         if old.attrs.get("sweep_hash") != sweep_hash:
-            raise ResultFileError(f"result file {os.fspath(path)!r} holds a different sweep (other inputs or "
-                                  "settings); use another path or delete the file to start over")
+            raise ResultFileError(
+                f"result file {os.fspath(path)!r} holds a different sweep (other inputs or "
+                "settings); use another path or delete the file to start over"
+            )
         ds = old
         ds.attrs.update(chunk_size=chunk, n_chunks=n_chunks)  # this run's chunking (another machine's may differ)
     # Per chunk, the members not computed yet: all of them in a new sweep, the missing ones when resuming
@@ -277,13 +322,29 @@ def sweep(
 
         mesh = Mesh(np.asarray(devices), ("batch",))
         sharding = NamedSharding(mesh, P("batch"))
-        key = _hash(model.name, model.loss, float(model.lam) if lam is None else None, tuple(net.widths),
-                    net.activation, np.asarray(data.x), np.asarray(data.y), member_z0.shape[1], model.per_layer,
-                    eps, float(t1), ts, rtol, atol, solver, int(max_steps))
+        key = _hash(
+            model.name,
+            model.loss,
+            float(model.lam) if lam is None else None,
+            tuple(net.widths),
+            net.activation,
+            np.asarray(data.x),
+            np.asarray(data.y),
+            member_z0.shape[1],
+            model.per_layer,
+            eps,
+            float(t1),
+            ts,
+            rtol,
+            atol,
+            solver,
+            int(max_steps),
+        )
         run = _COMPILED.get(key)
         if run is None:  # one compiled program per problem and settings, reused by reruns and resumes
-            run = jax.jit(_member_fn(model, net, x, y, eps, t1, ts, save_t, rtol, atol, solver,
-                                     int(max_steps), lam is None))
+            run = jax.jit(
+                _member_fn(model, net, x, y, eps, t1, ts, save_t, rtol, atol, solver, int(max_steps), lam is None)
+            )
             if len(_COMPILED) >= 8:
                 _COMPILED.pop(next(iter(_COMPILED)))
             _COMPILED[key] = run

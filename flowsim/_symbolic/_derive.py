@@ -112,9 +112,7 @@ def derive(regime: Regime, loss: str) -> Derivation:
     # for every V? Then the equilibria contain the interpolating manifold {ρ f(V) = y}: a continuum, and
     # the Jacobian there has a null space.
     at_interp = {f: y / rho, lam: 0}
-    vanish = all(
-        sp.simplify(e.subs(at_interp).subs(y**2, 1)) == 0 for e in (weight, scale_sample + scale_reg)
-    )
+    vanish = all(sp.simplify(e.subs(at_interp).subs(y**2, 1)) == 0 for e in (weight, scale_sample + scale_reg))
     return Derivation(
         weight=weight,
         scale_sample=scale_sample,

@@ -10,11 +10,11 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 
-from .._errors import SolveError, check_real, fail
-from .._model import Model, check_problem
+from .._data import Dataset
+from .._errors import Checked, SolveError, check_real, fail
+from .._model import Model, Network, check_problem
 from .._solver import simulate
 from ._style import check_count, cmap, new_axes
-
 
 _PROJECTIONS = ("min_margin", "mean_margin", "alignment")
 
@@ -30,15 +30,15 @@ def _project(traj, y, which):
 
 
 def deep_portrait(
-    model,
-    net,
-    data,
+    model: Checked[Model],
+    net: Checked[Network],
+    data: Checked[Dataset],
     *,
-    scales: Sequence[float] = (0.1, 0.5, 2.0),
-    seeds: Sequence[int] = (0, 1),
-    t1: float = 20.0,
-    n_save: int = 200,
-    x: str = "min_margin",
+    scales: Checked[Sequence[float]] = (0.1, 0.5, 2.0),
+    seeds: Checked[Sequence[int]] = (0, 1),
+    t1: Checked[float] = 20.0,
+    n_save: Checked[int] = 200,
+    x: Checked[str] = "min_margin",
     ax=None,
     title: str | None = None,
     legend: bool = True,
@@ -77,8 +77,10 @@ def deep_portrait(
     if x not in _PROJECTIONS:
         raise fail("x", x, f"one of {_PROJECTIONS}")
     scales = list(scales) if isinstance(scales, Sequence) and not isinstance(scales, str) else None
-    if not scales or not all(isinstance(s, (int, float, np.floating, np.integer)) and not isinstance(s, bool)
-                             and math.isfinite(s) and s > 0 for s in scales):
+    if not scales or not all(
+        isinstance(s, (int, float, np.floating, np.integer)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
+        for s in scales
+    ):
         raise fail("scales", scales, "a non-empty sequence of initial scales > 0")
     seeds = list(seeds) if isinstance(seeds, Sequence) and not isinstance(seeds, str) else None
     if not seeds or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
@@ -99,8 +101,9 @@ def deep_portrait(
             try:
                 traj = simulate(model, net, data, s0, t1=float(t1), ts=ts, **simulate_kwargs)
             except SolveError as err:
-                warnings.warn(f"deep_portrait: run (scale={scale:g}, seed={seed}) failed: {err}", RuntimeWarning,
-                              stacklevel=2)
+                warnings.warn(
+                    f"deep_portrait: run (scale={scale:g}, seed={seed}) failed: {err}", RuntimeWarning, stacklevel=2
+                )
                 traj = err.partial
                 if traj is None:
                     continue
@@ -125,9 +128,11 @@ def deep_portrait(
             lo, hi = ax.get_ylim()
             ax.plot(grid, 1.0 / grid, ":", color="0.4", lw=1.2, zorder=1)
             ax.set_ylim(lo, hi)
-    labels = {"min_margin": r"normalized margin $\min_n y_n f(V; x_n)$",
-              "mean_margin": r"mean margin $\frac{1}{N}\sum_n y_n f(V; x_n)$",
-              "alignment": r"alignment $\langle y, f\rangle / (\|y\|\,\|f\|)$"}
+    labels = {
+        "min_margin": r"normalized margin $\min_n y_n f(V; x_n)$",
+        "mean_margin": r"mean margin $\frac{1}{N}\sum_n y_n f(V; x_n)$",
+        "alignment": r"alignment $\langle y, f\rangle / (\|y\|\,\|f\|)$",
+    }
     ax.set_xlabel(labels[x])
     ax.set_ylabel(r"$\rho$")
     if title is None:
@@ -136,13 +141,29 @@ def deep_portrait(
     if title:
         ax.set_title(title, fontsize=10)
     if legend:
-        handles = [Line2D([], [], color=colors(0.1 + 0.75 * norm(s)) if norm is not None else colors(0.4), lw=1.2,
-                          label=rf"$\rho(0) = {s:g}$") for s in scales]
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=colors(0.1 + 0.75 * norm(s)) if norm is not None else colors(0.4),
+                lw=1.2,
+                label=rf"$\rho(0) = {s:g}$",
+            )
+            for s in scales
+        ]
         handles.append(Line2D([], [], color="0.3", lw=0.9, ls="--", label=r"$\rho_{eq}(V(t))$"))
         if x != "alignment":
             handles.append(Line2D([], [], color="0.4", lw=1.2, ls=":", label=r"$\rho \cdot$ margin $= 1$"))
         handles.append(Line2D([], [], ls="none", marker="o", mfc="w", mec="k", ms=5, label="start"))
         handles.append(Line2D([], [], ls="none", marker="o", mfc="k", mec="k", ms=6, label="end"))
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4, fontsize=7,
-                  frameon=False, handlelength=2.2, columnspacing=1.2)
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.15),
+            ncol=4,
+            fontsize=7,
+            frameon=False,
+            handlelength=2.2,
+            columnspacing=1.2,
+        )
     return fig

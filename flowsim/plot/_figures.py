@@ -46,8 +46,9 @@ def save_all(out_dir="figures", *, quick: bool = True, dpi: int = 150, deep: boo
     for name in ("normalized", "unnormalized"):
         panels = [(0.0, None, None), (FIGURE_LAMBDAS[name], None, None)]
         if name == "normalized":  # the singular case needs data a linear layer can interpolate
-            panels.append((0.0, interpolable_data(),
-                           r"normalized, $\lambda = 0$, interpolable data $x_n = y_n u$: singular"))
+            panels.append(
+                (0.0, interpolable_data(), r"normalized, $\lambda = 0$, interpolable data $x_n = y_n u$: singular")
+            )
         fig = Figure(figsize=(4.8 * len(panels), 4.6), layout="constrained")
         axes = fig.subplots(1, len(panels))
         for ax, (lam, data, title) in zip(axes, panels):
@@ -61,10 +62,8 @@ def save_all(out_dir="figures", *, quick: bool = True, dpi: int = 150, deep: boo
         axes = fig.subplots(1, 2)
         scales = (0.1, 1.0, 4.0) if quick else (0.03, 0.3, 3.0)
         seeds = (0,) if quick else (0, 1)
-        deep_portrait(load_model("normalized", lam=1e-2), net, data, scales=scales, seeds=seeds, t1=20.0,
-                      ax=axes[0])
-        deep_portrait(load_model("unnormalized", lam=0.0), net, data, scales=scales, seeds=seeds, t1=20.0,
-                      ax=axes[1])
+        deep_portrait(load_model("normalized", lam=1e-2), net, data, scales=scales, seeds=seeds, t1=20.0, ax=axes[0])
+        deep_portrait(load_model("unnormalized", lam=0.0), net, data, scales=scales, seeds=seeds, t1=20.0, ax=axes[1])
         path = out / "phase_deep.png"
         fig.savefig(path, dpi=dpi)
         written.append(path)

@@ -12,7 +12,9 @@ from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
 
 from .._analysis import Reduced2D, reduced_model
-from .._errors import check_real, fail
+from .._data import Dataset
+from .._errors import Checked, check_real, fail
+from .._model import Model
 from ._style import (
     CONT_STYLE,
     EQ_STYLE,
@@ -62,8 +64,9 @@ class _View:
 def _draw_field(ax, red: Reduced2D, view: _View, grid: int) -> None:
     gx, gy, Z = view.grid(grid)
     F = red.field(Z.reshape(-1, 2)).reshape(Z.shape)
-    ax.streamplot(gx, gy, F[..., view.ix], F[..., view.iy], color="0.72", density=1.1, linewidth=0.6,
-                  arrowsize=0.7, zorder=1)
+    ax.streamplot(
+        gx, gy, F[..., view.ix], F[..., view.iy], color="0.72", density=1.1, linewidth=0.6, arrowsize=0.7, zorder=1
+    )
 
 
 def _draw_trajectories(ax, red: Reduced2D, view: _View, dom, n: int, t1: float, rtol: float, atol: float):
@@ -71,12 +74,19 @@ def _draw_trajectories(ax, red: Reduced2D, view: _View, dom, n: int, t1: float, 
     z0 = red.grid(n, dom)
     _, zs, ok, _ = red.integrate(z0, t1=t1, rtol=rtol, atol=atol)
     if not ok.all():
-        warnings.warn(f"{int((~ok).sum())} of {len(ok)} trajectories did not finish; drawn up to the failure",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{int((~ok).sum())} of {len(ok)} trajectories did not finish; drawn up to the failure",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     zs = red.canonical(zs)
     lines = [break_jumps(view.to_plot(z), view.span) for z in zs]
-    finals = np.array([view.to_plot(z[np.all(np.isfinite(z), axis=1)][-1]) if np.isfinite(z[0]).all() else
-                       [np.nan, np.nan] for z in zs])
+    finals = np.array(
+        [
+            view.to_plot(z[np.all(np.isfinite(z), axis=1)][-1]) if np.isfinite(z[0]).all() else [np.nan, np.nan]
+            for z in zs
+        ]
+    )
     norm = Normalize(*view.xlim)
     colors = cmap("viridis")
     segs, cols = [], []
@@ -107,8 +117,16 @@ def _draw_nullclines(ax, red: Reduced2D, view: _View, dom):
         else:
             gx, gy, Z = view.grid(161)
             F = red.field(Z.reshape(-1, 2)).reshape(Z.shape)[..., nc.component]
-            ax.contour(gx, gy, F, levels=[0.0], colors=[style["color"]], linestyles=[style["ls"]],
-                       linewidths=[style["lw"]], zorder=3)
+            ax.contour(
+                gx,
+                gy,
+                F,
+                levels=[0.0],
+                colors=[style["color"]],
+                linestyles=[style["ls"]],
+                linewidths=[style["lw"]],
+                zorder=3,
+            )
             label += " (contour)"
         handles.append(Line2D([], [], label=label, **style))
     return handles
@@ -158,21 +176,29 @@ def _finish(ax, red: Reduced2D, view: _View, title, legend: bool, handles) -> No
     if title:
         ax.set_title(title, fontsize=10)
     if legend and handles:
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=7,
-                  frameon=False, handlelength=2.2, columnspacing=1.2)
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.13),
+            ncol=3,
+            fontsize=7,
+            frameon=False,
+            handlelength=2.2,
+            columnspacing=1.2,
+        )
 
 
 def phase_portrait(
-    model,
-    data=None,
+    model: Checked[Model | Reduced2D],
+    data: Checked[Dataset | None] = None,
     *,
-    n_trajectories: int = 256,
-    t1: float | None = None,
+    n_trajectories: Checked[int] = 256,
+    t1: Checked[float | None] = None,
     domain=None,
     ax=None,
     stream: bool = True,
     nullclines: bool = True,
-    grid: int = 41,
+    grid: Checked[int] = 41,
     rtol: float = 1e-8,
     atol: float = 1e-10,
     title: str | None = None,
