@@ -18,7 +18,7 @@ from jaxtyping import ArrayLike
 from .. import _symbolic as sym
 from .._data import Dataset, gaussian_clusters
 from .._errors import Checked, fail
-from .._model import Model, Network
+from .._model import Model, Network, check_model
 from ._curves import Curve, curve_points
 from ._equilibria import Continuum, Equilibrium, continua, domain_key, equilibria, time_scale
 from ._kernel import KINDS, kernel
@@ -68,8 +68,7 @@ class Reduced2D:
     """
 
     def __init__(self, model: Checked[Model], data: Checked[Dataset | None] = None):
-        if not isinstance(model, Model):
-            raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
+        check_model(model)
         self.model = model
         self.kernel = kernel(model.regime, model.loss)
         self.kind = self.kernel.kind

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 
-def stable_rank(W: Float[Array, "... m n"]) -> Float[Array, "..."]:
+def stable_rank(W: Float[Array | np.ndarray, "... m n"]) -> Float[Array, "..."]:
     """The stable rank ``‖W‖_F² / ‖W‖_2²`` of a matrix (or of a stack of matrices).
 
     **Arguments:**
 
-    - `W`: an array whose last two axes are the matrix.
+    - `W`: an array (JAX or numpy) whose last two axes are the matrix.
 
     **Returns:** the stable rank, one per matrix.
     """

@@ -27,7 +27,7 @@ import numpy as np
 from .. import _symbolic as sym
 from .._data import Dataset
 from .._errors import Checked, FlowsimError, SolveError, check_int, check_real, fail
-from .._model import Model, Network, State, check_problem, check_state, compiled
+from .._model import Model, Network, State, check_model, check_problem, check_state, compiled
 from .._solver import Trajectory, observe
 from ._batchnorm import bn_decay, bn_forward, bn_raw, bn_trajectory
 from ._raw import output_and_decay, retract, states, to_raw, value_and_grad
@@ -214,8 +214,7 @@ def sgd(
     compiled; :class:`flowsim.SolveError` when the loss becomes non-finite, naming the step, with the
     trajectory up to it attached as ``partial``.
     """
-    if not isinstance(model, Model):
-        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
+    check_model(model)
     check_problem(net, data)
     check_state(model, net, state)
     batchnorm = _flag("batchnorm", batchnorm)

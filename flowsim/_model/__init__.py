@@ -3,6 +3,7 @@
 
 from ._checks import (
     check_lam as check_lam,
+    check_model as check_model,
     check_network as check_network,
     check_problem as check_problem,
     check_state as check_state,

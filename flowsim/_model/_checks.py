@@ -22,6 +22,14 @@ def check_positive(name: str, value) -> float:
     return check_real(name, value, "a finite number > 0", lambda v: v > 0)
 
 
+def check_model(model) -> None:
+    """Raise unless `model` is a :class:`flowsim.Model`."""
+    from ._model import Model  # the checks come first in the package; the Model class uses them
+
+    if not isinstance(model, Model):
+        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
+
+
 def check_network(net) -> None:
     """Raise unless `net` is a :class:`flowsim.Network`."""
     if not isinstance(net, Network):

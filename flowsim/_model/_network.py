@@ -95,7 +95,9 @@ class Network(eqx.Module):
         return (a @ V[-1].T)[:, 0]
 
     @eqx.filter_jit
-    def forward(self, V: Sequence[Float[Array, "_dk _dkm1"]], x: Float[Array, "N d"]) -> Float[Array, " N"]:
+    def forward(
+        self, V: Sequence[Float[Array | np.ndarray, "_dk _dkm1"]], x: Float[Array | np.ndarray, "N d"]
+    ) -> Float[Array, " N"]:
         """The outputs ``f(V; x_n)`` for all samples.
 
         **Arguments:**
@@ -108,7 +110,12 @@ class Network(eqx.Module):
         return self._forward(tuple(V), x)
 
     @eqx.filter_jit
-    def vjp(self, V: Sequence[Float[Array, "_dk _dkm1"]], x: Float[Array, "N d"], w: Float[Array, " N"]):
+    def vjp(
+        self,
+        V: Sequence[Float[Array | np.ndarray, "_dk _dkm1"]],
+        x: Float[Array | np.ndarray, "N d"],
+        w: Float[Array | np.ndarray, " N"],
+    ):
         """The outputs and the weighted gradient ``Σ_n w_n ∂f_n/∂V_k`` for every layer, in one VJP.
 
         **Arguments:**
@@ -123,7 +130,7 @@ class Network(eqx.Module):
         return f, pullback(w)[0]
 
     @eqx.filter_jit
-    def preactivations(self, V: Sequence[Float[Array, "_dk _dkm1"]], x: Float[Array, "N d"]):
+    def preactivations(self, V: Sequence[Float[Array | np.ndarray, "_dk _dkm1"]], x: Float[Array | np.ndarray, "N d"]):
         """The pre-activations ``z_k = V_k a_{k-1}`` of the hidden layers, each of shape ``(N, d_k)``."""
         zs, a = [], x
         for Vk in tuple(V)[:-1]:
@@ -133,7 +140,9 @@ class Network(eqx.Module):
         return tuple(zs)
 
     @eqx.filter_jit
-    def features(self, V: Sequence[Float[Array, "_dk _dkm1"]], x: Float[Array, "N d"]) -> Float[Array, "N h"]:
+    def features(
+        self, V: Sequence[Float[Array | np.ndarray, "_dk _dkm1"]], x: Float[Array | np.ndarray, "N d"]
+    ) -> Float[Array, "N h"]:
         """The last hidden layer's activations ``a_{L-1}`` (the input itself for ``L = 1``)."""
         a = x
         for Vk in tuple(V)[:-1]:

@@ -8,7 +8,7 @@ import diffrax as dfx
 import numpy as np
 
 from .._errors import check_int, check_real, fail
-from .._model import Model, check_problem
+from .._model import check_model, check_problem
 
 SCIPY_SOLVERS = {"bdf": "BDF", "lsoda": "LSODA", "radau": "Radau"}
 DIFFRAX_SOLVERS = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
@@ -39,8 +39,7 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, solvers, max_steps
     **Returns:** ``(t1, ts, rtol, atol, eps)`` with `ts` defaulted to :func:`default_ts` and `eps` the
     smoothing width (``None`` for the raw field).
     """
-    if not isinstance(model, Model):
-        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
+    check_model(model)
     check_problem(net, data)
     t1, ts = check_times(t1, ts)
     rtol = check_real("rtol", rtol, "a tolerance > 0", lambda v: v > 0)

@@ -12,7 +12,7 @@ from matplotlib.lines import Line2D
 
 from .._data import Dataset
 from .._errors import Checked, SolveError, check_real, fail
-from .._model import Model, Network, check_problem
+from .._model import Model, Network, check_model, check_problem
 from .._solver import simulate
 from ._style import check_count, cmap, new_axes
 
@@ -71,8 +71,7 @@ def deep_portrait(
     **Returns:** the :class:`matplotlib.figure.Figure`. A run that fails with :class:`flowsim.SolveError`
     is drawn up to the failure (its ``partial`` trajectory) and reported with a warning.
     """
-    if not isinstance(model, Model):
-        raise fail("model", type(model).__name__, "a flowsim.Model (from fs.load_model)")
+    check_model(model)
     check_problem(net, data)
     if x not in _PROJECTIONS:
         raise fail("x", x, f"one of {_PROJECTIONS}")
