@@ -36,6 +36,8 @@ from ._model import (
     load_model as load_model,
 )
 from ._solver import (
+    RosenbrockW as RosenbrockW,
+    RunStats as RunStats,
     SweepResult as SweepResult,
     Trajectory as Trajectory,
     load as load,
@@ -53,6 +55,8 @@ __all__ = [
     "Network",
     "Regime",
     "ResultFileError",
+    "RosenbrockW",
+    "RunStats",
     "SolveError",
     "State",
     "Trajectory",

@@ -116,7 +116,7 @@ def _simulate(args) -> int:
     print(
         f"margins y_n f_n: min {m.min():.4g}, mean {m.mean():.4g}, max {m.max():.4g}; train error {np.mean(m <= 0):.3f}"
     )
-    print("stats: " + ", ".join(f"{k}={v}" for k, v in traj.stats.items()))
+    print("stats: " + ", ".join(f"{k}={v}" for k, v in traj.stats.items() if v is not None))
     if args.out:
         from matplotlib.figure import Figure  # not pyplot: no backend is selected, savefig renders with Agg
 

@@ -18,8 +18,8 @@ def no_tracing(monkeypatch):
     def trip(*args, **kwargs):
         raise Traced("reached the computation before the bad argument was rejected")
 
-    monkeypatch.setattr(simulate, "Flat", trip)
+    monkeypatch.setattr(simulate, "compiled_member", trip)
     monkeypatch.setattr(simulate, "_warn_if_not_separable", trip)
     monkeypatch.setattr(sgd, "_run_jit", trip)
-    monkeypatch.setattr(sweep, "_member_fn", trip)
+    monkeypatch.setattr(sweep, "compiled_member", trip)
     return trip

@@ -27,10 +27,14 @@ def _tiny_result(version=_result.FORMAT_VERSION):
         "rtol": 1e-6,
         "atol": 1e-9,
         "t1": 1.0,
+        "max_steps": 100,
+        "balance_law": 1,
+        "balance_enforced": 1,
     }
     ds = _result.empty_dataset(xr, net, model, 2, time_axis, 4, np.arange(2), np.zeros(2), None, None, attrs)
     ds["rho"].values[:] = 1.0
     ds["status"].values[:] = 0
+    ds["t_final"].values[:] = 1.0
     return fs.SweepResult(ds)
 
 
@@ -46,7 +50,7 @@ def test_save_then_load_round_trips(tmp_path):
     np.testing.assert_array_equal(back.ds["rho"].values, res.ds["rho"].values)
     t0, t1 = res.trajectory(1), back.trajectory(1)
     np.testing.assert_array_equal(np.asarray(t0.margins), np.asarray(t1.margins))
-    assert t1.stats["status"] == 0 and t1.stats["solver"] == "tsit5"
+    assert t1.stats.status == "ok" and t1.stats.method == "tsit5" and t1.stats.t_final == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["res.nc"]  # no temporary file left behind
 
 

@@ -301,7 +301,7 @@ def test_divergence_raises_solve_error_with_partial(basic):
     assert float(partial.ts[-1]) < step * 1.0
     assert np.all(np.isfinite(np.asarray(partial.loss))) and np.all(np.isfinite(np.asarray(partial.V[0])))
     assert np.all(np.isfinite(np.asarray(partial.rho)))
-    assert partial.stats["stopped"] == "diverged"
+    assert partial.stats.status == "diverged" and partial.stats.t_final == float(partial.ts[-1])
 
 
 def test_sgd_minibatch_divergence_names_the_batch():

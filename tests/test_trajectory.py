@@ -1,9 +1,12 @@
 """flowsim._solver._trajectory: the Trajectory pytree, its saved states, and run facts kept out of its structure."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import flowsim as fs
 
@@ -19,8 +22,8 @@ def _trajectory(stats, T=4, offset=0.0):
 def test_jit_over_trajectories_of_different_runs_compiles_once():
     """Run facts (wall time, step counts, ...) differ from run to run; they are not part of the tree
     structure, so a jitted function of Trajectories is traced once for arrays of the same shapes."""
-    a = _trajectory({"solver": "bdf", "wall_time": 1.25, "accepted_steps": 10})
-    b = _trajectory({"solver": "tsit5", "wall_time": 3.5, "accepted_steps": 99, "failure": None}, offset=1.0)
+    a = _trajectory(fs.RunStats(method="rosenbrock", wall_time=1.25, steps=10))
+    b = _trajectory(fs.RunStats(method="tsit5", wall_time=3.5, steps=99, status="max_steps"), offset=1.0)
     assert a.stats != b.stats
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     traces = []
@@ -41,17 +44,21 @@ def test_jit_over_trajectories_of_different_runs_compiles_once():
 
 
 def test_run_facts_stay_on_the_host():
-    traj = _trajectory({"solver": "bdf", "steps": 3})
-    assert traj.stats == {"solver": "bdf", "steps": 3}
-    traj.stats["steps"] = 4  # a copy: the Trajectory does not change
-    assert traj.stats["steps"] == 3
+    traj = _trajectory(fs.RunStats(method="rosenbrock", steps=3))
+    assert traj.stats.steps == 3 and traj.stats["steps"] == 3 and traj.stats["rtol"] is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        traj.stats.steps = 4  # a typed, read-only record
+    with pytest.raises(KeyError):
+        traj.stats["accepted_steps"]  # one set of names for every solver
+    assert traj.stats.replace(steps=4).steps == 4 and traj.stats.steps == 3
+    assert set(traj.stats) == {f.name for f in dataclasses.fields(fs.RunStats)}
     # a Trajectory rebuilt from its leaves (as inside a transformation) carries no run facts
     rebuilt = jax.tree_util.tree_map(lambda a: a, traj)
-    assert rebuilt.stats == {} and np.array_equal(np.asarray(rebuilt.rho), np.asarray(traj.rho))
+    assert rebuilt.stats is None and np.array_equal(np.asarray(rebuilt.rho), np.asarray(traj.rho))
 
 
 def test_saved_states():
-    traj = _trajectory({})
+    traj = _trajectory(None)
     assert len(traj) == 4 and "4 saves" in repr(traj)
     s = traj.state(1)
     assert isinstance(s, fs.State) and s.rho_k is None and s.V[0].shape == (3, 2)

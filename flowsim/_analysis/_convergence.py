@@ -53,7 +53,7 @@ def convergence_order(
 
     - `flow`: the reference :class:`flowsim.Trajectory`.
     - `runs`: at least two :class:`flowsim.Trajectory` from ``fs.sgd`` at different learning rates (their
-      ``stats["lr"]`` is used), or a mapping ``{lr: trajectory}``.
+      ``stats.lr`` is used), or a mapping ``{lr: trajectory}``.
     - `metric`: one of ``"weights"`` (the default), ``"directions"``, ``"rho"``, ``"rho_k"``,
       ``"margins"``, ``"loss"``, ``"rho_eq"``.
     - `lrs`: the learning rates of `runs`, if they are not in the runs' ``stats``.
@@ -71,10 +71,10 @@ def convergence_order(
     for i, r in enumerate(runs):
         check_trajectory(f"runs[{i}]", r)
     if lrs is None:
-        missing = [i for i, r in enumerate(runs) if "lr" not in r.stats]
+        missing = [i for i, r in enumerate(runs) if r.stats is None or r.stats.lr is None]
         if missing:
-            raise fail(f"runs[{missing[0]}]", "a trajectory without stats['lr']", "runs from fs.sgd, or pass `lrs`")
-        lrs = [r.stats["lr"] for r in runs]
+            raise fail(f"runs[{missing[0]}]", "a trajectory without stats.lr", "runs from fs.sgd, or pass `lrs`")
+        lrs = [r.stats.lr for r in runs]
     lrs = np.asarray(lrs, dtype=np.float64)
     if lrs.shape != (len(runs),) or not np.all(np.isfinite(lrs)) or np.any(lrs <= 0):
         raise fail("lrs", lrs.tolist(), f"{len(runs)} finite learning rates > 0, one per run")

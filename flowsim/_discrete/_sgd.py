@@ -18,6 +18,8 @@ A minibatch ``B`` contributes ``N/|B| Σ_{n∈B} ℓ(u_n, y_n)``, so a full batc
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import NamedTuple
 
 import jax
@@ -28,7 +30,8 @@ from .. import _symbolic as sym
 from .._data import Dataset
 from .._errors import Checked, FlowsimError, SolveError, check_int, check_real, fail
 from .._model import Model, Network, State, check_model, check_problem, check_state, compiled
-from .._solver import Trajectory, observe
+from .._solver import RunStats, Trajectory, observe
+from .._solver._flat import kink_statistics
 from ._batchnorm import bn_decay, bn_forward, bn_raw, bn_trajectory
 from ._raw import output_and_decay, retract, states, to_raw, value_and_grad
 
@@ -135,6 +138,11 @@ def _run(spec: _Spec, raw, bn, x, y, key, lr, mu, lam, record_every, remainder):
 _run_jit = jax.jit(_run, static_argnums=0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _kinks(net, x, Vs, ts, valid):
+    return kink_statistics(net, x, Vs, ts, valid, 1e-9)
+
+
 def _slice(traj, stop: int):
     cut = lambda a: None if a is None else a[:stop]
     return Trajectory(
@@ -145,7 +153,7 @@ def _slice(traj, stop: int):
         margins=traj.margins[:stop],
         loss=traj.loss[:stop],
         rho_eq=traj.rho_eq[:stop],
-        stats={**traj.stats, "stopped": "diverged"},
+        stats=traj.stats.replace(status="diverged", steps=None, t_final=float(traj.ts[stop - 1])),
     )
 
 
@@ -247,6 +255,7 @@ def sgd(
     if batchnorm and net.depth < 2:
         raise fail("batchnorm", True, "a network with at least one hidden layer to normalize")
 
+    started = time.perf_counter()
     full = batch_size is None or batch_size == n
     spec = _Spec(
         net=net,
@@ -288,26 +297,37 @@ def sgd(
     if spec.remainder:
         rec_steps = np.append(rec_steps, steps)
     ts = jnp.asarray(lr * rec_steps, dtype=jnp.float64)
-    stats = {
-        "method": ("gd" if full else "sgd") + ("+batchnorm" if batchnorm else ""),
-        "model": model.name,
-        "lam": float(lam),
-        "loss": model.loss,
-        "lr": lr,
-        "steps": steps,
-        "batch_size": n if full else batch_size,
-        "momentum": momentum,
-        "seed": seed,
-        "record_every": record_every,
-        "batchnorm": batchnorm,
-        "bn_affine": spec.affine,
-    }
-    if batchnorm:
-        stats["rho_measure"] = "prod_k |W_k| * prod_k |gamma_k| / prod_k |sigma_k| (running sigma)"
+    stats = RunStats(
+        method=("gd" if full else "sgd") + ("+batchnorm" if batchnorm else ""),
+        steps=steps,
+        t_final=float(lr * steps),
+        model=model.name,
+        lam=float(lam),
+        loss=model.loss,
+        lr=lr,
+        batch_size=n if full else batch_size,
+        momentum=momentum,
+        seed=seed,
+        record_every=record_every,
+        batchnorm=batchnorm,
+        bn_affine=spec.affine,
+        rho_measure="prod_k |W_k| * prod_k |gamma_k| / prod_k |sigma_k| (running sigma)" if batchnorm else None,
+    )
     if batchnorm:
         traj = bn_trajectory(spec, records[0], records[1], x, y, lam, ts, stats)
     else:
         traj = observe(model, net, data, ts, states(param, records[0]), stats)
+    # kinks seen along the records, with the same meaning as for a flow (absolute tolerance of the raw field)
+    valid = np.isfinite(np.asarray(traj.rho))
+    switches, pinned, sliding = _kinks(net, x, traj.V, traj.ts, jnp.asarray(valid))
+    traj = traj.with_stats(
+        stats.replace(
+            switches=int(switches),
+            pinned=int(pinned),
+            sliding_time=float(sliding),
+            wall_time=time.perf_counter() - started,
+        )
+    )
 
     good = np.isfinite(np.asarray(traj.loss)) & np.isfinite(np.asarray(traj.rho))
     for leaf in jax.tree_util.tree_leaves(records[0]):

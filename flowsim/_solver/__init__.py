@@ -5,6 +5,8 @@ and save grid, the flat field, the diffrax solve, projection onto the manifolds,
 from ._observables import observe as observe, observe_one as observe_one
 from ._options import DEFAULT_SMOOTHING as DEFAULT_SMOOTHING
 from ._result import SweepResult as SweepResult, load as load
+from ._rosenbrock import RosenbrockW as RosenbrockW
 from ._simulate import simulate as simulate
+from ._stats import RunStats as RunStats
 from ._sweep import sweep as sweep
 from ._trajectory import Trajectory as Trajectory

@@ -41,7 +41,7 @@ def compiled_flat(regime, loss: str, net: Network, eps: float | None):
         return flat_field(Model(regime, lam, loss), net, x, y, z, eps)
 
     def pre(x, z):
-        return _preacts(net, unraveler(Model(regime, 0.0, loss), net)(z).V, x)
+        return preactivations(net, unraveler(Model(regime, 0.0, loss), net)(z).V, x)
 
     return jax.jit(F), jax.jit(jax.jacrev(F, argnums=3)), jax.jit(pre)
 
@@ -60,6 +60,30 @@ class Flat:
         self.pre = lambda z: pre(x, z)
 
 
-def _preacts(net: Network, V, x):
+def preactivations(net: Network, V, x):
+    """Every hidden pre-activation ``z_k = V_k a_{k-1}`` of every sample, flat (traceable)."""
     zs = net.preactivations(V, x)
     return jnp.concatenate([z.ravel() for z in zs]) if zs else jnp.zeros((0,))
+
+
+def kink_statistics(net: Network, x, Vs, t_rows, valid, tol: float):
+    """Kinks seen along saved states (traceable; every solver's and GD/SGD's ``RunStats`` use it).
+
+    **Arguments:**
+
+    - `net`, `x`: the network and the inputs.
+    - `Vs`: the saved directions, one array per layer with a leading row axis.
+    - `t_rows`: the rows' times; `valid`: which rows hold a state (a failed solve leaves NaN rows).
+    - `tol`: ``|z|`` below which a hidden pre-activation counts as pinned.
+
+    **Returns:** ``(switches, pinned, sliding_time)``: sign changes of hidden pre-activations between
+    consecutive valid rows, pre-activations pinned at the last valid row, and the total time between
+    consecutive valid rows whose later row has a pinned pre-activation.
+    """
+    pre = jax.vmap(lambda *V: preactivations(net, V, x))(*Vs)
+    pair = valid[1:] & valid[:-1]
+    switches = jnp.sum(jnp.where(pair[:, None], jnp.signbit(pre[1:]) != jnp.signbit(pre[:-1]), False))
+    pinned_rows = jnp.abs(pre) <= tol
+    sliding = jnp.sum(jnp.where(pair & jnp.any(pinned_rows, axis=1)[1:], jnp.diff(t_rows), 0.0))
+    last = jnp.max(jnp.where(valid, jnp.arange(valid.size), 0))
+    return switches, jnp.sum(pinned_rows[last]), sliding

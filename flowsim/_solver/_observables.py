@@ -7,10 +7,11 @@ import jax
 import jax.numpy as jnp
 
 from .._model import Model, Network, State
+from ._stats import RunStats
 from ._trajectory import Trajectory
 
 
-def observe(model: Model, net: Network, data, ts, states: State, stats: dict | None = None) -> Trajectory:
+def observe(model: Model, net: Network, data, ts, states: State, stats: RunStats | None = None) -> Trajectory:
     """Build a Trajectory from a time-stacked State (every leaf has a leading time axis).
 
     **Arguments:**
@@ -34,7 +35,7 @@ def observe(model: Model, net: Network, data, ts, states: State, stats: dict | N
         margins=margins,
         loss=loss,
         rho_eq=rho_eq,
-        stats=stats or {},
+        stats=stats,
     )
 
 

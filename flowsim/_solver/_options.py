@@ -10,9 +10,9 @@ import numpy as np
 from .._errors import check_int, check_real, fail
 from .._model import check_model, check_problem
 
-SCIPY_SOLVERS = {"bdf": "BDF", "lsoda": "LSODA", "radau": "Radau"}
-DIFFRAX_SOLVERS = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
-SOLVERS = ("auto", *SCIPY_SOLVERS, *DIFFRAX_SOLVERS)
+# "rosenbrock" is flowsim's compiled stiff solver (RosenbrockW), what "auto" means; the others are diffrax's.
+EXPLICIT = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
+SOLVERS = ("auto", "rosenbrock", *EXPLICIT)
 DEFAULT_SMOOTHING = 1e-5  # measured: 1e-4 can follow a different sliding path (8% off at t = 2 on the stall case)
 
 
@@ -33,19 +33,19 @@ def check_times(t1, ts):
     return t1, arr
 
 
-def check_solve(model, net, data, t1, ts, rtol, atol, solver, solvers, max_steps, smoothing):
+def check_solve(model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothing, steady_tol=1e-6):
     """Validate what every solve takes (before any tracing).
 
-    **Returns:** ``(t1, ts, rtol, atol, eps)`` with `ts` defaulted to :func:`default_ts` and `eps` the
-    smoothing width (``None`` for the raw field).
+    **Returns:** ``(t1, ts, rtol, atol, solver, eps, steady_tol)`` with `ts` defaulted to :func:`default_ts`,
+    ``"auto"`` resolved, and `eps` the smoothing width (``None`` for the raw field).
     """
     check_model(model)
     check_problem(net, data)
     t1, ts = check_times(t1, ts)
     rtol = check_real("rtol", rtol, "a tolerance > 0", lambda v: v > 0)
     atol = check_real("atol", atol, "a tolerance > 0", lambda v: v > 0)
-    if not isinstance(solver, str) or solver not in solvers:
-        raise fail("solver", solver, f"one of {tuple(solvers)}")
+    if not isinstance(solver, str) or solver not in SOLVERS:
+        raise fail("solver", solver, f"one of {SOLVERS}")
     check_int("max_steps", max_steps, "an integer >= 1", lambda v: v >= 1)
     if isinstance(smoothing, str) and smoothing == "auto":
         eps = DEFAULT_SMOOTHING if net.activation == "relu" else None
@@ -53,7 +53,9 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, solvers, max_steps
         eps = None
     else:
         eps = check_real("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
-    return t1, default_ts(t1) if ts is None else ts, rtol, atol, eps
+    steady_tol = check_real("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
+    solver = "rosenbrock" if solver == "auto" else solver
+    return t1, default_ts(t1) if ts is None else ts, rtol, atol, solver, eps, steady_tol
 
 
 def default_ts(t1: float, n: int = 200) -> np.ndarray:

@@ -15,11 +15,12 @@ def project_states(states: State, balance0=None, rate=0.0, ts=None, enforce_bala
     = the derived c) the deviation from ``ρ_k² − ρ_1² = (ρ_k(0)² − ρ_1(0)²) e^{c t}`` is measured, and
     with `enforce_balance` the scales are put on that manifold, keeping ``Σ_k ρ_k²``.
 
-    **Returns:** ``(states, norm_drift, balance_drift)``; the drifts are maxima over time (0 if not defined).
+    **Returns:** ``(states, norm_drift, balance_drift)``; the drifts are maxima over the saves (rows of NaN,
+    saves a failed solve did not reach, are skipped), 0 where not defined.
     """
     norms = jnp.stack([jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=1) for v in states.V], axis=1)
     V = tuple(v / n[:, None, None] for v, n in zip(states.V, norms.T))
-    norm_drift = jnp.max(jnp.abs(norms - 1.0))
+    norm_drift = jnp.nanmax(jnp.abs(norms - 1.0))
     if states.rho_k is None:
         return State(V, states.rho * jnp.prod(norms, axis=1), None), norm_drift, jnp.zeros(())
     rk = states.rho_k * norms
@@ -28,7 +29,7 @@ def project_states(states: State, balance0=None, rate=0.0, ts=None, enforce_bala
         sq = rk**2
         c = (balance0 - jnp.mean(balance0))[None, :] * jnp.exp(rate * jnp.asarray(ts))[:, None]
         target = jnp.mean(sq, axis=1, keepdims=True) + c
-        balance_drift = jnp.max(jnp.abs(sq - target) / jnp.max(sq, axis=1, keepdims=True))
+        balance_drift = jnp.nanmax(jnp.abs(sq - target) / jnp.max(sq, axis=1, keepdims=True))
         if enforce_balance:
             rk = jnp.sqrt(jnp.maximum(target, 0.0))
     return State(V, jnp.prod(rk, axis=1), rk), norm_drift, balance_drift

@@ -9,11 +9,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import Checked, ResultFileError, fail
+from ._stats import NOT_RUN, STEADY, flow_stats
 from ._trajectory import Trajectory
 
 FORMAT = "flowsim-sweep"
-FORMAT_VERSION = 1
-STATUS_OK, STATUS_MAX_STEPS, STATUS_FAILED, STATUS_NOT_RUN = 0, 1, 2, -1
+FORMAT_VERSION = 2  # 2: the RunStats per member, steady-state stops; the default solver is "rosenbrock"
+# Per member: the run statistics (see RunStats; status codes in _stats), and the wall time (the member's share
+# of its chunk's).
+MEMBER_VARIABLES = {
+    "status": np.int8,
+    "t_final": np.float64,
+    "steps": np.int64,
+    "rejected_steps": np.int64,
+    "jacobians": np.int64,
+    "final_speed": np.float64,
+    "switches": np.int64,
+    "pinned": np.int64,
+    "sliding_time": np.float64,
+    "norm_drift": np.float64,
+    "balance_drift": np.float64,
+    "wall_time": np.float64,
+}
 
 
 class SweepResult:
@@ -23,8 +39,11 @@ class SweepResult:
     and one pair ``(d_k, d_km1)`` per layer for the directions, with coordinates ``member``, ``time``,
     ``state_index`` (which initial State), ``lam`` (λ of the member) and, when given, ``scale`` and ``seed``.
     Variables: ``rho``, ``rho_k``, ``V_1 .. V_L``, ``margins``, ``loss``, ``rho_eq``, and per member
-    ``status`` (0 ok, 1 step limit reached, 2 other failure, -1 not computed yet), ``accepted_steps``,
-    ``rejected_steps``. The run settings are in ``ds.attrs``.
+    ``status`` (0 reached t1, 1 stopped at a steady state, 2 step limit reached, 3 non-finite values,
+    4 other failure, -1 not computed yet), ``t_final``, ``steps``, ``rejected_steps``, ``jacobians``,
+    ``final_speed``, ``switches``, ``pinned``, ``sliding_time``, ``norm_drift``, ``balance_drift`` and
+    ``wall_time`` (see :class:`flowsim.RunStats`). Rows after a steady-state stop hold the stopped state;
+    rows after a failure are NaN. The run settings are in ``ds.attrs``.
     """
 
     def __init__(self, ds):
@@ -46,7 +65,7 @@ class SweepResult:
     @property
     def complete(self) -> bool:
         """Whether every member has been computed (false for a partial file of an interrupted sweep)."""
-        return bool(np.all(self.ds["status"].values != STATUS_NOT_RUN))
+        return bool(np.all(self.ds["status"].values != NOT_RUN))
 
     def trajectory(self, i: Checked[int]) -> Trajectory:
         """Member `i` as a :class:`flowsim.Trajectory`.
@@ -63,25 +82,40 @@ class SweepResult:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
             raise fail("i", i, f"a member index in [-{n}, {n})")
         m = ds.isel(member=int(i))
-        depth = int(ds.attrs["depth"])
-        V = tuple(jnp.asarray(m[f"V_{k + 1}"].values) for k in range(depth))
-        rho_k = jnp.asarray(m["rho_k"].values) if "rho_k" in ds.variables else None
-        stats = {"solver": str(ds.attrs["solver"]), "rtol": float(ds.attrs["rtol"]), "atol": float(ds.attrs["atol"])}
-        stats.update(
-            smoothing=None if ds.attrs["smoothing"] == 0 else float(ds.attrs["smoothing"]),
+        a = ds.attrs
+        t_final = float(m["t_final"].values)
+        times = ds["time"].values
+        # the rows the member reached, then its end if that is not a save time (a steady-state stop)
+        rows = np.flatnonzero(np.isfinite(m["rho"].values) & (times <= t_final))
+        t_rows = times[rows]
+        if int(m["status"].values) == STEADY and not np.any(t_rows == t_final):
+            rows = np.append(rows, times.size - 1)  # the last row holds the stopped state
+            t_rows = np.append(t_rows, t_final)
+        member = {name: m[name].values for name in MEMBER_VARIABLES}
+        stats = flow_stats(
+            member,
+            method=str(a["solver"]),
+            model=str(a["model"]),
             lam=float(m["lam"].values),
-            status=int(m["status"].values),
-            accepted_steps=int(m["accepted_steps"].values),
-            rejected_steps=int(m["rejected_steps"].values),
+            loss=str(a["loss"]),
+            rtol=float(a["rtol"]),
+            atol=float(a["atol"]),
+            smoothing=None if a["smoothing"] == 0 else float(a["smoothing"]),
+            max_steps=int(a["max_steps"]),
+            t1=float(a["t1"]),
+            balance_law=bool(int(a["balance_law"])),
+            balance_enforced=bool(int(a["balance_enforced"])),
+            wall_time=float(member["wall_time"]),
         )
+        depth = int(a["depth"])
         return Trajectory(
-            ts=jnp.asarray(ds["time"].values),
-            rho=jnp.asarray(m["rho"].values),
-            rho_k=rho_k,
-            V=V,
-            margins=jnp.asarray(m["margins"].values),
-            loss=jnp.asarray(m["loss"].values),
-            rho_eq=jnp.asarray(m["rho_eq"].values),
+            ts=jnp.asarray(t_rows),
+            rho=jnp.asarray(m["rho"].values[rows]),
+            rho_k=jnp.asarray(m["rho_k"].values[rows]) if "rho_k" in ds.variables else None,
+            V=tuple(jnp.asarray(m[f"V_{k + 1}"].values[rows]) for k in range(depth)),
+            margins=jnp.asarray(m["margins"].values[rows]),
+            loss=jnp.asarray(m["loss"].values[rows]),
+            rho_eq=jnp.asarray(m["rho_eq"].values[rows]),
             stats=stats,
         )
 
@@ -141,9 +175,7 @@ def _validate(ds, path):
         "loss": ("member", "time"),
         "rho_eq": ("member", "time"),
         "margins": ("member", "time", "sample"),
-        "status": ("member",),
-        "accepted_steps": ("member",),
-        "rejected_steps": ("member",),
+        **{name: ("member",) for name in MEMBER_VARIABLES},
         "lam": ("member",),
         "state_index": ("member",),
     }
@@ -185,10 +217,9 @@ def empty_dataset(xr, net, model, n, time_axis, n_samples, state_index, member_l
         "margins": (("member", "time", "sample"), np.full((n, T, n_samples), nan)),
         "loss": (("member", "time"), np.full((n, T), nan)),
         "rho_eq": (("member", "time"), np.full((n, T), nan)),
-        "status": (("member",), np.full(n, STATUS_NOT_RUN, dtype=np.int8)),
-        "accepted_steps": (("member",), np.zeros(n, dtype=np.int64)),
-        "rejected_steps": (("member",), np.zeros(n, dtype=np.int64)),
+        **{name: (("member",), np.zeros(n, dtype=dtype)) for name, dtype in MEMBER_VARIABLES.items()},
     }
+    data_vars["status"][1][:] = NOT_RUN
     for k, shape in enumerate(net.shapes):
         data_vars[f"V_{k + 1}"] = (("member", "time", f"d{k + 1}_out", f"d{k + 1}_in"), np.full((n, T, *shape), nan))
     if model.per_layer:

@@ -2,8 +2,8 @@
 
 A sweep integrates the same problem (model, network, data) from a batch of initial States and, optionally,
 for several weight-decay strengths λ. Each member is exactly the diffrax solve that ``fs.simulate`` runs with
-the same `solver`, `smoothing`, `ts` and tolerances (the same pure :func:`diffrax_solve` on the same flat
-field), followed by the same projection and observables, so a member equals its single run to round-off.
+the same settings: both run :func:`solve_member` (the solve, the projection, the observables and the run
+statistics), jitted alone for ``simulate`` and vmapped here.
 
 The batch axis is vmapped and laid out over ``jax.sharding.Mesh(jax.devices(), ("batch",))``: the same code
 runs on one CPU, on forced host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), on a GPU,
@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -27,29 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import ArrayLike
+from threadpoolctl import threadpool_limits
 
 from .._data import Dataset
-from .._errors import Checked, ResultFileError, fail
+from .._errors import Checked, ResultFileError, SolveError, fail
 from .._model import Model, Network, State, check_lam, check_state
-from ._diffrax import diffrax_solve
-from ._flat import flat_field, unraveler
-from ._observables import observe_one
-from ._options import DIFFRAX_SOLVERS, check_solve
-from ._projection import balance_law, project_states
-from ._result import (
-    FORMAT,
-    FORMAT_VERSION,
-    STATUS_FAILED,
-    STATUS_MAX_STEPS,
-    STATUS_NOT_RUN,
-    STATUS_OK,
-    SweepResult,
-    empty_dataset,
-    load,
-    write_atomic,
-)
-
-_COMPILED: dict = {}  # one compiled program per problem and settings, the 8 most recent (see sweep)
+from ._options import check_solve
+from ._projection import balance_law
+from ._result import FORMAT, FORMAT_VERSION, MEMBER_VARIABLES, SweepResult, empty_dataset, load, write_atomic
+from ._solve import BATCHING, Settings, compiled_member
+from ._stats import FAILURES, NOT_RUN, STATUS_NAMES, failure_message
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -99,57 +88,10 @@ def _hash(*parts) -> str:
 
 
 # ---- the batched computation ----------------------------------------------------------------------
-def _member_fn(model, net, x, y, eps, t1, ts, save_t, rtol, atol, solver, max_steps, lam_fixed):
-    has_law = balance_law(model, jnp.ones(net.depth))[0] is not None
-    keep = np.asarray(save_t, dtype=bool)
-    unravel = unraveler(model, net)
-
-    def one(z0, lam, rate):
-        if lam_fixed:  # λ a compile-time constant, exactly as in simulate's closure
-            m, lam = model, model.lam
-        else:
-            m = _with_lam(model, lam)
-
-        sol = diffrax_solve(lambda z: flat_field(m, net, x, y, z, eps), z0, t1, ts, rtol, atol, solver, max_steps)
-        zs = sol.ys[keep]
-        states = jax.vmap(unravel)(zs)
-        s0 = unravel(z0)
-        balance0 = s0.rho_k**2 if has_law else None
-        t_saved = jnp.asarray(np.concatenate([ts, [t1]])[keep])
-        projected, _, _ = project_states(states, balance0, rate, t_saved)
-        V, rho, rho_k = projected.V, projected.rho, projected.rho_k
-        margins, loss, rho_eq = jax.vmap(lambda V_, r, rk: observe_one(m, net, x, y, lam, V_, r, rk))(V, rho, rho_k)
-        out = {
-            "rho": rho,
-            "margins": margins,
-            "loss": loss,
-            "rho_eq": rho_eq,
-            "result": sol.result._value,
-            "accepted": sol.stats["num_accepted_steps"],
-            "rejected": sol.stats["num_rejected_steps"],
-        }
-        for k, v in enumerate(V):
-            out[f"V_{k + 1}"] = v
-        if rho_k is not None:
-            out["rho_k"] = rho_k
-        return out
-
-    return jax.vmap(one)
-
-
 def _with_lam(model, lam):
     import equinox as eqx
 
     return eqx.tree_at(lambda mm: mm.lam, model, lam)
-
-
-def _result_code(result_value):
-    import diffrax as dfx
-
-    codes = np.full(result_value.shape, STATUS_FAILED, dtype=np.int8)
-    codes[result_value == dfx.RESULTS.successful._value] = STATUS_OK
-    codes[result_value == dfx.RESULTS.max_steps_reached._value] = STATUS_MAX_STEPS
-    return codes
 
 
 def _to_global(arr, sharding):
@@ -178,51 +120,68 @@ def sweep(
     seed: Checked[ArrayLike | Sequence | None] = None,
     rtol: Checked[float] = 1e-6,
     atol: Checked[float] = 1e-9,
-    solver: Checked[str] = "tsit5",
+    steady_state: bool = False,
+    solver: Checked[str] = "auto",
     smoothing: Checked[float | None | str] = "auto",
     max_steps: Checked[int] = 200_000,
+    steady_tol: Checked[float] = 1e-6,
+    enforce_balance: bool = True,
+    batching: Checked[str] = "auto",
     chunk_size: Checked[int | None] = None,
     path: str | os.PathLike | None = None,
     progress: bool = False,
-    _on_chunk=None,
+    throw: bool = True,
 ) -> SweepResult:
     """Integrate the flow of `model` from many initial States (and λ values) at once.
 
-    Members are vmapped and sharded over all visible devices (a mesh over the batch axis). Member ``i``
-    equals ``fs.simulate(model_i, net, data, states[j], t1=t1, ts=ts, rtol=rtol, atol=atol, solver=solver,
-    smoothing=smoothing, max_steps=max_steps)`` to round-off, where ``model_i`` has the member's λ.
+    Members are vmapped and sharded over all visible devices (a mesh over the batch axis). Member ``i`` is
+    the computation ``fs.simulate(model_i, net, data, states[j], t1=t1, ts=ts, ...)`` runs with the same
+    settings, where ``model_i`` has the member's λ: both run one function (:func:`solve_member`), jitted alone
+    or vmapped.
 
     **Arguments:**
 
     - `model`, `net`, `data`: the problem, as for :func:`flowsim.simulate`.
-    - `states`: a list of initial :class:`flowsim.State` s, or one State stacked along a leading batch axis.
+    - `states`: a list of initial :class:`flowsim.State` objects, or one State stacked along a leading batch
+      axis.
     - `t1`: end time; `ts`: save times in ``[0, t1]`` (default: as in ``simulate``). If the last save time
       is before `t1`, the state at `t1` is saved too, as in ``simulate``.
     - `lam`: optional 1-D sequence of weight-decay strengths; the sweep is then every State × every λ
       (member ``i_state · n_lam + i_lam``). Default: ``model.lam`` for all.
     - `scale`, `seed`: optional labels, one per initial State, stored as coordinates of the members.
-    - `rtol`, `atol`, `max_steps`: as for ``simulate``.
-    - `solver`: a diffrax solver, ``"tsit5"`` (default), ``"dopri5"``, ``"dopri8"`` or ``"kvaerno5"``.
-    - `smoothing`: as for ``simulate`` (``"auto"``: ε = 1e-5 for ReLU networks).
+    - `rtol`, `atol`, `solver`, `smoothing`, `max_steps`, `steady_tol`, `enforce_balance`: as for
+      ``simulate`` (the default solver is the compiled stiff ``"rosenbrock"``).
+    - `steady_state`: stop each member at its steady state, as ``simulate`` does. Its ``t_final`` says when;
+      its save rows after that hold the stopped state (the flow is stationary there to `steady_tol`).
+    - `batching`: how a device runs its members: ``"map"``, one after the other, each the very program
+      ``simulate`` runs (so a member equals its single run bitwise); ``"vmap"``, as one vectorized program
+      (what a GPU parallelizes; members then differ from single runs by round-off, which the sliding
+      dynamics of ReLU flows amplify up to the solver's accuracy); ``"auto"``: ``"map"`` on CPUs,
+      ``"vmap"`` on accelerators. Several CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+      before JAX starts) run their members in parallel, one core each.
     - `chunk_size`: members computed per device batch (rounded up to a multiple of the device count);
       default: all members in one chunk, or 256 when `path` is given.
     - `path`: a netCDF file. Each finished chunk is written to it atomically; rerunning the same sweep with
       the same `path` resumes, computing only the members not in the file yet, on any number of devices
       (the chunking is not part of the sweep's identity).
     - `progress`: show a progress bar over chunks.
+    - `throw`: raise :class:`flowsim.SolveError` when some member fails (step limit, non-finite values),
+      with the whole result (file written) as ``.partial``; ``False``: warn, counting the failed members
+      and naming the reasons, and return the result.
 
-    **Returns:** a :class:`flowsim.SweepResult` (``res.ds`` is the ``xarray.Dataset``).
+    **Returns:** a :class:`flowsim.SweepResult` (``res.ds`` is the ``xarray.Dataset``). A failed member's
+    ``status`` says why; its rows after the failure are NaN.
 
     **Raises:** :class:`flowsim.InputError` on bad arguments; :class:`flowsim.ResultFileError` when `path`
-    holds a file of a different sweep (or not a sweep file). Members that fail are not raised: their
-    ``status`` is non-zero and their values past the failure are not finite.
+    holds a file of a different sweep (or not a sweep file); :class:`flowsim.SolveError` (see `throw`).
     """
     import xarray as xr
 
-    # a sweep vmaps a diffrax solve, so only the diffrax solvers apply
-    t1, ts, rtol, atol, eps = check_solve(
-        model, net, data, t1, ts, rtol, atol, solver, DIFFRAX_SOLVERS, max_steps, smoothing
+    t1, ts, rtol, atol, solver, eps, steady_tol = check_solve(
+        model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothing, steady_tol
     )
+    if not isinstance(batching, str) or batching not in BATCHING:
+        raise fail("batching", batching, f"one of {BATCHING}")
     z0s = _stack_members(model, net, states)
     n_states = z0s.shape[0]
     lams = (
@@ -239,7 +198,8 @@ def sweep(
     state_index = np.repeat(np.arange(n_states), n_lam)
     member_lam = np.tile(lams, n_states)
     member_z0 = z0s[state_index]
-    if model.per_layer and model.derivation.invariant is not None:
+    has_law = balance_law(model, jnp.ones(net.depth))[0] is not None
+    if has_law:
         rates = {v: _with_lam(model, jnp.asarray(v)).invariant_rate() for v in lams}
         member_rate = np.array([rates[v] for v in member_lam])
     else:
@@ -255,11 +215,23 @@ def sweep(
     n_chunks = int(math.ceil(n / chunk))
 
     # The time axis exactly as simulate keeps it: ts, plus t1 when ts stops before it.
-    save_t = np.ones(ts.size + 1, dtype=bool)
-    save_t[-1] = not (t1 == ts[-1])
-    time_axis = np.concatenate([ts, [t1]])[save_t]
+    keep_end = bool(t1 != ts[-1])
+    time_axis = np.concatenate([ts, [t1]]) if keep_end else ts
 
-    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+    settings = Settings(
+        model.regime,
+        model.loss,
+        net,
+        eps,
+        solver,
+        rtol,
+        atol,
+        int(max_steps),
+        bool(steady_state),
+        steady_tol,
+        bool(enforce_balance),
+        has_law,
+    )
     sweep_hash = _hash(
         FORMAT_VERSION,
         model.name,
@@ -277,6 +249,9 @@ def sweep(
         solver,
         eps,
         int(max_steps),
+        bool(steady_state),
+        steady_tol,
+        bool(enforce_balance),
         scale,
         seed,
     )  # not the chunking: it depends on the devices
@@ -296,6 +271,10 @@ def sweep(
         "atol": atol,
         "t1": float(t1),
         "max_steps": int(max_steps),
+        "steady_state": int(steady_state),
+        "steady_tol": steady_tol,
+        "balance_law": int(has_law),
+        "balance_enforced": int(has_law and enforce_balance),
         "chunk_size": chunk,
         "n_chunks": n_chunks,
     }
@@ -314,7 +293,7 @@ def sweep(
     # (a file written with another chunking, e.g. on another number of devices, leaves chunks half done).
     status = ds["status"].values
     members = [np.arange(c * chunk, min((c + 1) * chunk, n)) for c in range(n_chunks)]
-    todo = [(c, m[status[m] == STATUS_NOT_RUN]) for c, m in enumerate(members)]
+    todo = [(c, m[status[m] == NOT_RUN]) for c, m in enumerate(members)]
     todo = [(c, m) for c, m in todo if m.size]
 
     if todo:
@@ -322,32 +301,10 @@ def sweep(
 
         mesh = Mesh(np.asarray(devices), ("batch",))
         sharding = NamedSharding(mesh, P("batch"))
-        key = _hash(
-            model.name,
-            model.loss,
-            float(model.lam) if lam is None else None,
-            tuple(net.widths),
-            net.activation,
-            np.asarray(data.x),
-            np.asarray(data.y),
-            member_z0.shape[1],
-            model.per_layer,
-            eps,
-            float(t1),
-            ts,
-            rtol,
-            atol,
-            solver,
-            int(max_steps),
-        )
-        run = _COMPILED.get(key)
-        if run is None:  # one compiled program per problem and settings, reused by reruns and resumes
-            run = jax.jit(
-                _member_fn(model, net, x, y, eps, t1, ts, save_t, rtol, atol, solver, int(max_steps), lam is None)
-            )
-            if len(_COMPILED) >= 8:
-                _COMPILED.pop(next(iter(_COMPILED)))
-            _COMPILED[key] = run
+        if batching == "auto":
+            batching = "map" if devices[0].platform == "cpu" else "vmap"
+        run = compiled_member(settings, batching, mesh)  # one compiled program per settings, reused by reruns
+        x, y = jnp.asarray(data.x), jnp.asarray(data.y)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -356,28 +313,49 @@ def sweep(
         writer = jax.process_index() == 0
         for c, m in todo:
             idx = np.concatenate([m, np.repeat(m[-1:], chunk - m.size)])  # pad by repeating the last member
-            args = [_to_global(np.ascontiguousarray(a[idx]), sharding) for a in (member_z0, member_lam, member_rate)]
-            out = _to_host(run(*args))
-            _fill(ds, out, m, net.depth, model.per_layer)
+            lam_c, rate_c, z0_c = (
+                _to_global(np.ascontiguousarray(a[idx]), sharding) for a in (member_lam, member_rate, member_z0)
+            )
+            started = time.perf_counter()
+            with threadpool_limits(1, "blas"):  # small LU factorizations: see simulate
+                out = _to_host(run(x, y, lam_c, rate_c, z0_c, jnp.asarray(ts), jnp.asarray(t1)))
+            _fill(ds, out, m, keep_end, (time.perf_counter() - started) / m.size)
             if path is not None and writer:
                 write_atomic(ds, path)
             if bar is not None:
                 bar.update(1)
-            if _on_chunk is not None:
-                _on_chunk(c)
         if bar is not None:
             bar.close()
-    return SweepResult(ds)
+    result = SweepResult(ds)
+    _report_failures(result, t1, int(max_steps), throw)
+    return result
 
 
-def _fill(ds, out, members, depth, per_layer):
+def _fill(ds, out, members, keep_end, wall_time):
     """Write the first ``len(members)`` rows of a chunk's output into the rows `members` of `ds`."""
     m = members.size
-    names = ["rho", "margins", "loss", "rho_eq"] + [f"V_{k + 1}" for k in range(depth)]
-    if per_layer:
-        names.append("rho_k")
-    for name in names:
-        ds[name].values[members] = out[name][:m]
-    ds["accepted_steps"].values[members] = out["accepted"][:m]
-    ds["rejected_steps"].values[members] = out["rejected"][:m]
-    ds["status"].values[members] = _result_code(np.asarray(out["result"][:m]))
+    rows = slice(None) if keep_end else slice(0, -1)
+    for name in ds.data_vars:
+        if name in MEMBER_VARIABLES:
+            ds[name].values[members] = out[name][:m] if name != "wall_time" else wall_time
+        else:
+            ds[name].values[members] = out[name][:m, rows]
+
+
+def _report_failures(result: SweepResult, t1: float, max_steps: int, throw: bool) -> None:
+    """Raise (or warn) when some members failed, counting them by reason; never leave failures silent."""
+    ds = result.ds
+    status = ds["status"].values
+    failed = np.flatnonzero(np.isin(status, FAILURES))
+    if failed.size == 0:
+        return
+    reasons = ", ".join(f"{np.sum(status == code)} {STATUS_NAMES[code]}" for code in FAILURES if np.any(status == code))
+    first = int(failed[0])
+    detail = failure_message(int(status[first]), float(ds["t_final"].values[first]), t1, max_steps)
+    message = (
+        f"{failed.size} of {status.size} sweep members failed ({reasons}); their rows after the failure are NaN. "
+        f"First, member {first}: {detail}"
+    )
+    if throw:
+        raise SolveError(message, partial=result)
+    warnings.warn(message, stacklevel=3)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._model import State
+from ._stats import RunStats
 
 
 class _RunFacts:
-    """A run's facts (solver, steps, wall time, ...), carried by a Trajectory outside its pytree.
+    """A run's :class:`RunStats`, carried by a Trajectory outside its pytree.
 
     It flattens to no leaves and a constant auxiliary value, so Trajectories of different runs have one tree
     structure: ``jax.jit`` over them compiles once, whatever their facts. The facts are host-side metadata and
@@ -21,10 +20,10 @@ class _RunFacts:
     ``jax.tree_util.tree_map``) has none.
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("stats",)
 
-    def __init__(self, items: Mapping | None = None):
-        self.items = tuple(sorted(dict(items or {}).items()))
+    def __init__(self, stats: RunStats | None = None):
+        self.stats = stats
 
 
 jax.tree_util.register_pytree_node(_RunFacts, lambda facts: ((), None), lambda aux, children: _RunFacts())
@@ -42,8 +41,9 @@ class Trajectory(eqx.Module):
     - `margins`: normalized margins ``y_n f(V; x_n)``, ``(T, N)``.
     - `loss`: the loss ``Σ_n ℓ(ρ f_n, y_n)`` plus the regularizer, ``(T,)``.
     - `rho_eq`: ρ_eq(V(t)), ``(T,)``.
-    - `stats`: a dict of run facts (steps, rejections, switches, sliding time, why it stopped, ...). They are
-      not part of the pytree (see :class:`_RunFacts`): jitting over Trajectories does not recompile per run.
+    - `stats`: the run's :class:`flowsim.RunStats` (steps, rejections, switches, pinned pre-activations,
+      why it stopped, ...), or ``None``. They are not part of the pytree (see :class:`_RunFacts`): jitting
+      over Trajectories does not recompile per run.
     """
 
     ts: Float[Array, " T"]
@@ -55,15 +55,19 @@ class Trajectory(eqx.Module):
     rho_eq: Float[Array, " T"]
     _facts: _RunFacts
 
-    def __init__(self, ts, rho, rho_k, V, margins, loss, rho_eq, stats: Mapping | None = None):
+    def __init__(self, ts, rho, rho_k, V, margins, loss, rho_eq, stats: RunStats | None = None):
         self.ts, self.rho, self.rho_k, self.V = ts, rho, rho_k, tuple(V)
         self.margins, self.loss, self.rho_eq = margins, loss, rho_eq
         self._facts = _RunFacts(stats)
 
     @property
-    def stats(self) -> dict:
-        """Run facts: solver, steps, rejections, field evaluations, switches, sliding time, stop reason."""
-        return dict(self._facts.items)
+    def stats(self) -> RunStats | None:
+        """The run's :class:`flowsim.RunStats` (``None`` for a Trajectory rebuilt by a JAX transformation)."""
+        return self._facts.stats
+
+    def with_stats(self, stats: RunStats | None) -> "Trajectory":
+        """The same saved states and observables with other run facts."""
+        return Trajectory(self.ts, self.rho, self.rho_k, self.V, self.margins, self.loss, self.rho_eq, stats)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
