@@ -239,8 +239,8 @@ def main():
         res["reference"] = dict(
             method="flowsim BDF, eps 1e-9, rtol 1e-11",
             wall=time.perf_counter() - t,
-            sliding_time=ref.stats["sliding_time"],
-            switches=ref.stats["switches"],
+            sliding_time=ref.stats.sliding_time,
+            switches=ref.stats.switches,
         )
         # a flat solver state (flowsim's ravel order) normalized to (ρ, V) and compared with the reference
         rel_err = lambda p: float(np.linalg.norm(p - zr) / np.linalg.norm(zr))  # noqa: E731
@@ -267,7 +267,7 @@ def main():
                     setting=f"rtol {rtol:g}",
                     error=rel_err(final_point(tr)),
                     wall=wall,
-                    steps=tr.stats["accepted_steps"],
+                    steps=tr.stats.steps,
                     eps=eps,
                 )
             )
@@ -380,8 +380,8 @@ def main():
                 first_call=first,
                 t_final=tr.stats["t_final"],
                 steady=tr.stats["steady_state"],
-                steps=tr.stats["accepted_steps"],
-                rejected=tr.stats["rejected_steps"],
+                steps=tr.stats.steps,
+                rejected=tr.stats.rejected_steps,
                 final_speed=tr.stats["final_speed"],
                 rho=float(tr.rho[-1]),
                 rho_eq=float(tr.rho_eq[-1]),

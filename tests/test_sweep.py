@@ -264,3 +264,73 @@ def test_sweep_rejects_bad_arguments_before_tracing(no_tracing, overrides, argum
     with pytest.raises(fs.FlowsimError) as excinfo:
         fs.sweep(**kwargs)
     assert_input_error(excinfo, argument, hint)
+
+
+_DISTRIBUTED_CHILD = """
+import json, sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address="localhost:" + sys.argv[3], num_processes=2, process_id=int(sys.argv[1]))
+import numpy as np
+import flowsim as fs
+import flowsim._solver._sweep as sweep_module
+computed, writes, fill, write = [], [], sweep_module._fill, sweep_module.write_atomic
+def watched_fill(ds, out, members, *a):
+    computed.extend(int(m) for m in members)
+    return fill(ds, out, members, *a)
+def watched_write(ds, path):
+    writes.append(path)
+    return write(ds, path)
+sweep_module._fill, sweep_module.write_atomic = watched_fill, watched_write
+data = fs.datasets.gaussian_clusters(n=10, dim=3, seed=0)
+net = fs.Network((3, 4, 1), "linear")
+model = fs.load_model("normalized", lam=1e-2)
+states = [model.init(net, seed=k, scale=0.5) for k in range(3)]
+res = fs.sweep(model, net, data, states, t1=5.0, ts=np.linspace(0.0, 5.0, 11), lam=[1e-2, 1e-1],
+               scale=[0.5] * 3, seed=[0, 1, 2], chunk_size=4, path=sys.argv[2])
+print(json.dumps({"process": jax.process_index(), "devices": len(jax.devices()), "computed": computed,
+                  "writes": len(writes), "rho": res.ds["rho"].values.tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_through_jax_distributed_equal_one(linear_sweep, tmp_path):
+    """The multi-host path the README documents, on this machine: two processes (one CPU device each) joined by
+    jax.distributed (a localhost coordinator, gloo collectives) share one sweep. Each gets every member's result,
+    equal to the single-process sweep; only process 0 writes the file; a rerun resumes and computes nothing."""
+    import socket
+
+    data, net, model, states, one = linear_sweep
+    path = tmp_path / "two.nc"
+
+    def run_pair():
+        with socket.socket() as probe:  # a free port for the coordinator
+            probe.bind(("localhost", 0))
+            port = str(probe.getsockname()[1])
+        env = dict(os.environ, JAX_PLATFORMS="cpu")
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _DISTRIBUTED_CHILD, str(i), str(path), port],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-3000:]
+        return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+    first = run_pair()
+    assert [r["devices"] for r in first] == [2, 2]
+    assert [sorted(r["computed"]) for r in first] == [list(range(6))] * 2  # every process gets every member
+    assert first[0]["writes"] >= 1 and first[1]["writes"] == 0  # the file is written once, by process 0
+    for r in first:
+        np.testing.assert_allclose(np.asarray(r["rho"]), one.ds["rho"].values, rtol=0, atol=1e-12)
+    written = fs.load(path)
+    assert written.complete
+    np.testing.assert_allclose(written.ds["rho"].values, one.ds["rho"].values, rtol=0, atol=1e-12)
+    again = run_pair()
+    assert [r["computed"] for r in again] == [[], []] and [r["writes"] for r in again] == [0, 0]  # resumed: done
