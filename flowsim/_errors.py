@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 else:
 
     class Checked:
-        """``Checked[T]``: an argument the function validates itself, raising :class:`InputError` with the
-        argument's name unless it is a valid ``T``.
+        """``Checked[T]``: an argument the function validates itself, raising [`flowsim.InputError`][flowsim.InputError]
+        with the argument's name unless it is a valid ``T``.
 
         Static type checkers read ``T``. At run time it admits any value, so that the runtime type checker the
         tests run (jaxtyping with beartype) lets a wrong value reach that validation, whose messages are part of
@@ -37,7 +37,7 @@ class InputError(FlowsimError, TypeError):
 class SolveError(FlowsimError, RuntimeError):
     """A run failed (non-finite values, step limit, failed step).
 
-    The part computed before the failure is attached as ``partial`` (a :class:`flowsim.Trajectory`
+    The part computed before the failure is attached as ``partial`` (a [`flowsim.Trajectory`][flowsim.Trajectory]
     or ``None``), so nothing is lost and nothing is truncated silently.
     """
 
@@ -59,7 +59,8 @@ def fail(argument: str, value: Any, expected: str) -> InputError:
 
 
 def check_real(argument: str, value: Any, expected: str, ok=lambda v: True) -> float:
-    """`value` as a finite float satisfying `ok`, else an :class:`InputError` (bools are not numbers here)."""
+    """`value` as a finite float satisfying `ok`, else an [`flowsim.InputError`][flowsim.InputError] (bools are not
+    numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise fail(argument, value, expected)
     value = float(value)
@@ -69,7 +70,7 @@ def check_real(argument: str, value: Any, expected: str, ok=lambda v: True) -> f
 
 
 def check_int(argument: str, value: Any, expected: str, ok=lambda v: True) -> int:
-    """`value` as an int satisfying `ok`, else an :class:`InputError`."""
+    """`value` as an int satisfying `ok`, else an [`flowsim.InputError`][flowsim.InputError]."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not ok(int(value)):
         raise fail(argument, value, expected)
     return int(value)

@@ -71,11 +71,11 @@ def compare(flow: Checked[Trajectory], run: Checked[Trajectory], *, rtol: Checke
 
     **Arguments:**
 
-    - `flow`: the reference :class:`flowsim.Trajectory` (e.g. from ``fs.simulate``).
-    - `run`: the :class:`flowsim.Trajectory` to measure (e.g. from ``fs.sgd``); same network and data.
+    - `flow`: the reference [`flowsim.Trajectory`][flowsim.Trajectory] (e.g. from ``fs.simulate``).
+    - `run`: the [`flowsim.Trajectory`][flowsim.Trajectory] to measure (e.g. from ``fs.sgd``); same network and data.
     - `rtol`: relative tolerance for two times to count as the same.
 
-    **Returns:** a :class:`flowsim.Comparison`; ``.max()`` gives the worst case of every distance.
+    **Returns:** a [`flowsim.Comparison`][flowsim.Comparison]; ``.max()`` gives the worst case of every distance.
     """
     check_trajectory("flow", flow)
     check_trajectory("run", run)

@@ -23,7 +23,7 @@ class ConvergenceOrder:
     - `lrs`: the learning rates, increasing.
     - `errors`: the error at each learning rate (the largest distance over the matched times).
     - `slopes`: the slopes between successive learning rates (a check that the order is asymptotic).
-    - `metric`: which distance of :class:`flowsim.Comparison` was used.
+    - `metric`: which distance of [`flowsim.Comparison`][flowsim.Comparison] was used.
     """
 
     order: float
@@ -45,20 +45,21 @@ def convergence_order(
 ) -> ConvergenceOrder:
     """Estimate the order of convergence of GD to the flow as ``lr → 0``.
 
-    Each run is compared with `flow` (:func:`flowsim.compare`), its error is the largest distance `metric`
+    Each run is compared with `flow` ([`flowsim.compare`][flowsim.compare]), its error is the largest distance `metric`
     over the matched times, and the order is the least-squares slope of ``log error`` against ``log lr``
     (1 for GD, which is the explicit Euler method of the flow).
 
     **Arguments:**
 
-    - `flow`: the reference :class:`flowsim.Trajectory`.
-    - `runs`: at least two :class:`flowsim.Trajectory` from ``fs.sgd`` at different learning rates (their
+    - `flow`: the reference [`flowsim.Trajectory`][flowsim.Trajectory].
+    - `runs`: at least two [`flowsim.Trajectory`][flowsim.Trajectory] from ``fs.sgd`` at different learning rates (their
       ``stats.lr`` is used), or a mapping ``{lr: trajectory}``.
     - `metric`: one of ``"weights"`` (the default), ``"directions"``, ``"rho"``, ``"rho_k"``,
       ``"margins"``, ``"loss"``, ``"rho_eq"``.
     - `lrs`: the learning rates of `runs`, if they are not in the runs' ``stats``.
 
-    **Returns:** a :class:`flowsim.ConvergenceOrder` with the order, the errors and the pairwise slopes.
+    **Returns:** a [`flowsim.ConvergenceOrder`][flowsim.ConvergenceOrder] with the order, the errors and the pairwise
+    slopes.
     """
     if metric not in METRICS:
         raise fail("metric", metric, f"one of {METRICS}")

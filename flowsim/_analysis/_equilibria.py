@@ -38,10 +38,10 @@ class Continuum:
     degenerate roots (``method="numeric"``: `equation` is ``None`` and `branches` empty; this catches
     data-specific continua, e.g. interpolable data at λ = 0).
 
-    Fields: `equation`, `branches` (:class:`Curve`), `kind` (``"degenerate"``: the Jacobian has a zero
-    eigenvalue along the curve), `transverse` (``"attracting"`` or ``"repelling"``: the sign of the other
-    eigenvalue at the sampled points, or ``"mixed"``), `samples` (points on the curve inside the domain, in
-    state order) and their `eigenvalues`, `method`.
+    Fields: `equation`, `branches` ([`flowsim.plot.Curve`][flowsim.plot.Curve]), `kind` (``"degenerate"``: the Jacobian
+    has a zero eigenvalue along the curve), `transverse` (``"attracting"`` or ``"repelling"``: the sign of the other
+    eigenvalue at the sampled points, or ``"mixed"``), `samples` (points on the curve inside the domain, in state order)
+    and their `eigenvalues`, `method`.
     """
 
     equation: sp.Expr | None
@@ -64,7 +64,7 @@ def continua(red, domain=None, n_samples: int = 9) -> tuple[Continuum, ...]:
     """Continua of equilibria of `red` in `domain`, symbolic (common factors) and numeric (many degenerate
     roots).
 
-    **Returns:** a tuple of :class:`Continuum` (empty when the equilibria are isolated).
+    **Returns:** a tuple of [`flowsim.plot.Continuum`][flowsim.plot.Continuum] (empty when the equilibria are isolated).
     """
     return red._memo(("continua", domain_key(domain), n_samples), lambda: _continua(red, domain, n_samples))
 
@@ -175,16 +175,16 @@ def equilibria(red, domain=None, n_starts: int = 20) -> tuple[Equilibrium, ...]:
     """Isolated equilibria of `red` in `domain`, by Newton root finding from a grid, classified from the
     Jacobian.
 
-    Points on a :func:`continua` curve are not listed here. Newton uses the pseudo-inverse of the Jacobian,
+    Points on a `continua` curve are not listed here. Newton uses the pseudo-inverse of the Jacobian,
     so it also converges where the Jacobian is singular.
 
     **Arguments:**
 
-    - `red`: a :class:`flowsim.plot.Reduced2D`.
+    - `red`: a [`flowsim.plot.Reduced2D`][flowsim.plot.Reduced2D].
     - `domain`: ``((lo, hi), (lo, hi))`` in state order; default ``red.default_domain()``.
     - `n_starts`: Newton starts per axis.
 
-    **Returns:** a tuple of :class:`Equilibrium`, sorted by their coordinates.
+    **Returns:** a tuple of [`flowsim.plot.Equilibrium`][flowsim.plot.Equilibrium], sorted by their coordinates.
     """
     dom = domain or red.default_domain()
     width = np.array([dom[0][1] - dom[0][0], dom[1][1] - dom[1][0]])

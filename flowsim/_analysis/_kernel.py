@@ -15,7 +15,7 @@ Two reductions in which a full flowsim model is *exactly* two-dimensional:
   continues analytically across the axes ``ρ_k = 0`` (where the polar coordinates are singular and a layer
   changes sign). If a regime failed that check, only the positive quadrant would be used.
 
-Nothing is typed by hand: the per-sample equations come from the model's :class:`Derivation`
+Nothing is typed by hand: the per-sample equations come from the model's `Derivation`
 (``weight``, ``scale_sample``, ``scale_reg``, ``direction_factor``) with the 2-D parametrization substituted.
 Sums over the data are written with moments ``M_{ijk} = Σ_n x_{n1}^i x_{n2}^j y_n^k`` when the
 per-sample equations are polynomial in the data (the square loss), which gives closed-form nullclines and
@@ -41,7 +41,7 @@ _x1, _x2, _xs = sp.symbols("x_1 x_2 x", real=True)
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Kernel:
-    """The planar field of one (regime, loss), symbolic and lambdified (build with :func:`kernel`)."""
+    """The planar field of one (regime, loss), symbolic and lambdified (build with `kernel`)."""
 
     kind: str
     coords: tuple  # the two state symbols, in state order

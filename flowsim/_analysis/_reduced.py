@@ -1,8 +1,9 @@
-"""The reduced planar model (:class:`Reduced2D`): one flowsim model reduced exactly to a planar system on given
-data: its field and Jacobian, charts, ensemble integration, and the small data sets of the reductions.
+"""The reduced planar model ([`flowsim.plot.Reduced2D`][flowsim.plot.Reduced2D]): one flowsim model reduced exactly to a
+planar system on given data: its field and Jacobian, charts, ensemble integration, and the small data sets of the
+reductions.
 
 The reductions themselves (which planar field, and why it is exact) are derived in
-:mod:`flowsim._analysis._kernel`; equilibria, continua and nullclines live in their own modules.
+`flowsim._analysis._kernel`; equilibria, continua and nullclines live in their own modules.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def default_data(kind: str) -> Dataset:
     - `kind`: ``"angle"`` (24 unit-norm points in 2-D, two Gaussian clusters) or ``"chain"`` (16 scalar
       inputs, clusters at ±1 with noise 0.5, not normalized).
 
-    **Returns:** a :class:`flowsim.Dataset`.
+    **Returns:** a [`flowsim.Dataset`][flowsim.Dataset].
     """
     if kind == "angle":
         return gaussian_clusters(n=24, dim=2, seed=0, separation=2.0, noise=1.0)
@@ -55,16 +56,15 @@ def interpolable_data() -> Dataset:
 class Reduced2D:
     """A flowsim model reduced exactly to a planar system, on a given data set.
 
-    Build with :func:`flowsim.plot.reduced_model`. Shared-scale models (``normalized``) reduce to one
-    linear layer on 2-D inputs, state ``(ρ, θ)`` with ``V = (cos θ, sin θ)``; per-layer models
-    (``unnormalized``, ``weightnorm``) reduce to the scalar two-layer chain, state the signed scales
-    ``(ρ_1, ρ_2)``.
+    Build with [`flowsim.plot.reduced_model`][flowsim.plot.reduced_model]. Shared-scale models (``normalized``) reduce
+    to one linear layer on 2-D inputs, state ``(ρ, θ)`` with ``V = (cos θ, sin θ)``; per-layer models (``unnormalized``,
+    ``weightnorm``) reduce to the scalar two-layer chain, state the signed scales ``(ρ_1, ρ_2)``.
 
     **Arguments:**
 
-    - `model`: a :class:`flowsim.Model` (its regime, λ and loss are used).
-    - `data`: a :class:`flowsim.Dataset` of dimension 2 (``angle``) or 1 (``chain``); ``None`` for
-      :func:`default_data`.
+    - `model`: a [`flowsim.Model`][flowsim.Model] (its regime, λ and loss are used).
+    - `data`: a [`flowsim.Dataset`][flowsim.Dataset] of dimension 2 (``angle``) or 1 (``chain``); ``None`` for
+      [`flowsim.plot.default_data`][flowsim.plot.default_data].
     """
 
     def __init__(self, model: Checked[Model], data: Checked[Dataset | None] = None):
@@ -129,7 +129,7 @@ class Reduced2D:
 
     @property
     def network(self):
-        """The :class:`flowsim.Network` the reduction is exact for (linear activations)."""
+        """The [`flowsim.Network`][flowsim.Network] the reduction is exact for (linear activations)."""
         return Network((2, 1), "linear") if self.kind == "angle" else Network((1, 1, 1), "linear")
 
     @property
@@ -185,7 +185,9 @@ class Reduced2D:
         return z
 
     def to_state(self, z):
-        """The full :class:`flowsim.State` of :attr:`network` at reduced state `z` (scales must be nonzero)."""
+        """The full [`flowsim.State`][flowsim.State] of
+        [`flowsim.plot.Reduced2D.network`][flowsim.plot.Reduced2D.network] at reduced state `z` (scales must be
+        nonzero)."""
         z = np.asarray(z, dtype=np.float64)
         if z.shape != (2,):
             raise fail("z", f"array of shape {z.shape}", "one reduced state of shape (2,)")
@@ -200,7 +202,7 @@ class Reduced2D:
         return self.model.state(V=[np.array([[np.sign(z[0])]]), np.array([[np.sign(z[1])]])], rho_k=np.abs(z).tolist())
 
     def from_state(self, state) -> np.ndarray:
-        """The reduced state of a full State of :attr:`network`."""
+        """The reduced state of a full State of [`flowsim.plot.Reduced2D.network`][flowsim.plot.Reduced2D.network]."""
         if self.kind == "angle":
             v = np.asarray(state.V[0]).ravel()
             return np.array([float(state.rho), math.atan2(v[1], v[0])])
@@ -249,7 +251,7 @@ class Reduced2D:
         return self._memo(("fscale", domain_key(domain)), compute)
 
     def curve_points(self, curve: Curve, components=(0, 1), domain=None, n: int = 1201) -> np.ndarray:
-        """Points of a solved `curve` inside `domain` (see :func:`flowsim._analysis._curves.curve_points`)."""
+        """Points of a solved `curve` inside `domain` (see `flowsim._analysis._curves.curve_points`)."""
         return curve_points(self, curve, components, domain, n)
 
     def grid(self, n: int, domain=None) -> np.ndarray:
@@ -313,7 +315,7 @@ class Reduced2D:
 
     # ---- structure (computed in the modules of one concept each) ------------------------------------
     def nullclines(self) -> tuple[Nullcline, Nullcline]:
-        """The two nullclines (see :func:`flowsim._analysis._nullclines.nullclines`).
+        """The two nullclines (see `flowsim._analysis._nullclines.nullclines`).
 
         **Returns:** ``(N_1, N_2)``, where ``N_i`` is the set ``F_i = 0`` (``F_i`` the i-th component).
         """
@@ -322,20 +324,22 @@ class Reduced2D:
     def continua(self, domain=None, n_samples: int = 9) -> tuple[Continuum, ...]:
         """Continua of equilibria in `domain`, symbolic (common factors) and numeric (many degenerate roots).
 
-        **Returns:** a tuple of :class:`Continuum` (empty when the equilibria are isolated).
+        **Returns:** a tuple of [`flowsim.plot.Continuum`][flowsim.plot.Continuum] (empty when the equilibria are
+        isolated).
         """
         return continua(self, domain, n_samples)
 
     def equilibria(self, domain=None, n_starts: int = 20) -> tuple[Equilibrium, ...]:
         """Isolated equilibria in `domain`, by Newton root finding from a grid, classified from the Jacobian
-        (see :func:`flowsim._analysis._equilibria.equilibria`).
+        (see `flowsim._analysis._equilibria.equilibria`).
 
         **Arguments:**
 
-        - `domain`: ``((lo, hi), (lo, hi))`` in state order; default :meth:`default_domain`.
+        - `domain`: ``((lo, hi), (lo, hi))`` in state order; default
+          [`flowsim.plot.Reduced2D.default_domain`][flowsim.plot.Reduced2D.default_domain].
         - `n_starts`: Newton starts per axis.
 
-        **Returns:** a tuple of :class:`Equilibrium`, sorted by their coordinates.
+        **Returns:** a tuple of [`flowsim.plot.Equilibrium`][flowsim.plot.Equilibrium], sorted by their coordinates.
         """
         return equilibria(self, domain, n_starts)
 
@@ -345,16 +349,16 @@ class Reduced2D:
 
 
 def reduced_model(model: Checked[Model], data: Checked[Dataset | None] = None) -> Reduced2D:
-    """The exact planar reduction of `model` (see :class:`Reduced2D`).
+    """The exact planar reduction of `model` (see [`flowsim.plot.Reduced2D`][flowsim.plot.Reduced2D]).
 
     **Arguments:**
 
-    - `model`: a :class:`flowsim.Model`. Shared-scale regimes (``normalized``) give the ``"angle"``
+    - `model`: a [`flowsim.Model`][flowsim.Model]. Shared-scale regimes (``normalized``) give the ``"angle"``
       reduction, state ``(ρ, θ)``; per-layer regimes (``unnormalized``, ``weightnorm``) the ``"chain"``
       reduction, state ``(ρ_1, ρ_2)``.
-    - `data`: a :class:`flowsim.Dataset` of dimension 2 (angle) or 1 (chain), or ``None`` for the small
+    - `data`: a [`flowsim.Dataset`][flowsim.Dataset] of dimension 2 (angle) or 1 (chain), or ``None`` for the small
       default data set.
 
-    **Returns:** a :class:`Reduced2D`.
+    **Returns:** a [`flowsim.plot.Reduced2D`][flowsim.plot.Reduced2D].
     """
     return Reduced2D(model, data)

@@ -34,7 +34,7 @@ def gaussian_clusters(
     - `label_noise`: fraction of labels flipped at random, in [0, 0.5].
     - `normalize`: scale each row to unit Euclidean norm (the default; ReLU nets are homogeneous).
 
-    **Returns:** a :class:`flowsim.Dataset`.
+    **Returns:** a [`flowsim.Dataset`][flowsim.Dataset].
     """
     if not isinstance(n, (int, np.integer)) or n < 2:
         raise fail("n", n, "an integer >= 2")
@@ -68,7 +68,7 @@ def digits(a: Checked[int] = 3, b: Checked[int] = 8, normalize: bool = True) -> 
     - `b`: the digit labelled ``-1`` (different from `a`).
     - `normalize`: scale each 64-pixel row to unit norm (the default).
 
-    **Returns:** a :class:`flowsim.Dataset` with ``dim = 64``.
+    **Returns:** a [`flowsim.Dataset`][flowsim.Dataset] with ``dim = 64``.
     """
     for name, value in (("a", a), ("b", b)):
         if not isinstance(value, (int, np.integer)) or not 0 <= value <= 9:

@@ -1,7 +1,7 @@
 """A regime's raw coordinates (its embedding in full dimension) for discrete steps: the map from a State and
 back, the objective in those coordinates, its exact gradient, and the retraction.
 
-Everything follows from the :class:`flowsim._symbolic.Parametrization` read off the regime's embedding: the
+Everything follows from the `flowsim._symbolic.Parametrization` read off the regime's embedding: the
 raw matrix of a layer is either its weight ``W_k = ρ_k V_k`` or a direction ``v_k = c V_k`` entering as
 ``v_k/‖v_k‖``, and the scales are the weights' norms, one coordinate ``g_k`` per layer, or one shared ``ρ``.
 """
@@ -34,7 +34,7 @@ def to_raw(param: Parametrization, state: State) -> dict:
 def output_and_decay(param: Parametrization, compiled, net: Network, raw: dict, x, lam):
     """The outputs ``u_n = ρ f(V; x_n)`` and the regularizer, in raw coordinates.
 
-    For directions ``v_k`` the caller passes them already divided by their norms (see :func:`value_and_grad`).
+    For directions ``v_k`` the caller passes them already divided by their norms (see `value_and_grad`).
     """
     if param.direction == "weights":
         u = net._forward(raw["W"], x)  # = ∏_k ‖W_k‖ f(W_k/‖W_k‖; x) by positive homogeneity

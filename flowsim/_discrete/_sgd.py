@@ -1,7 +1,7 @@
 """Discrete GD/SGD on the same network, in each regime's own raw coordinates, compiled with ``lax.scan``.
 
 A regime's GD step uses the exact gradient of the loss of theory.md in the raw coordinates its embedding
-declares (see :mod:`flowsim._discrete._raw`), which is the gradient the flow follows, so the run approximates
+declares (see `flowsim._discrete._raw`), which is the gradient the flow follows, so the run approximates
 the flow at ``t = lr · step``. For the installed regimes:
 
 - ``unnormalized`` (embedding ``(s cos θ, s sin θ)``): GD on ``W_k`` with weight decay ``λ Σ_k ‖W_k‖²``;
@@ -198,11 +198,11 @@ def sgd(
 
     **Arguments:**
 
-    - `model`: a :class:`flowsim.Model` whose regime's embedding is one of the shapes of
-      :class:`flowsim.Regime` (all installed ones are); its λ and loss are used.
-    - `net`: the :class:`flowsim.Network`.
-    - `data`: the :class:`flowsim.Dataset`.
-    - `state`: the initial :class:`flowsim.State` of `model`.
+    - `model`: a [`flowsim.Model`][flowsim.Model] whose regime's embedding is one of the shapes of
+      [`flowsim.Regime`][flowsim.Regime] (all installed ones are); its λ and loss are used.
+    - `net`: the [`flowsim.Network`][flowsim.Network].
+    - `data`: the [`flowsim.Dataset`][flowsim.Dataset].
+    - `state`: the initial [`flowsim.State`][flowsim.State] of `model`.
     - `lr`: learning rate ``> 0``.
     - `steps`: number of steps ``>= 1``.
     - `batch_size`: ``None`` (full batch, plain GD) or an integer in ``[1, N]`` (``[2, N]`` with batchnorm).
@@ -215,11 +215,11 @@ def sgd(
     - `bn_momentum`: with `batchnorm`, the running-statistics update weight in ``(0, 1]``.
     - `bn_eps`: with `batchnorm`, the ε added to the batch variance, ``> 0``.
 
-    **Returns:** a :class:`flowsim.Trajectory` with ``ts = lr · step`` at the recorded steps and the same
+    **Returns:** a [`flowsim.Trajectory`][flowsim.Trajectory] with ``ts = lr · step`` at the recorded steps and the same
     observables as a flow; ``stats`` holds the run's settings (``method``, ``lr``, ``steps``, ...).
 
-    **Raises:** :class:`flowsim.InputError` (a ``ValueError``) on bad arguments, before anything is
-    compiled; :class:`flowsim.SolveError` when the loss becomes non-finite, naming the step, with the
+    **Raises:** [`flowsim.InputError`][flowsim.InputError] (a ``ValueError``) on bad arguments, before anything is
+    compiled; [`flowsim.SolveError`][flowsim.SolveError] when the loss becomes non-finite, naming the step, with the
     trajectory up to it attached as ``partial``.
     """
     check_model(model)

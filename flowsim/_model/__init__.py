@@ -1,5 +1,6 @@
-"""The compiled model and the network: a :class:`Model` (a regime with λ and a loss), its vector field on
-:class:`State` s, the :class:`Network` it runs on, and the input checks every entry point shares."""
+"""The compiled model and the network: a [`flowsim.Model`][flowsim.Model] (a regime with λ and a loss), its vector field
+on states ([`flowsim.State`][flowsim.State]), the [`flowsim.Network`][flowsim.Network] it runs on, and the input checks
+every entry point shares."""
 
 from ._checks import (
     check_lam as check_lam,

@@ -1,5 +1,5 @@
 """Input checks shared by the entry points: network, data and state against each other (plain Python, before
-any tracing), each raising :class:`flowsim.InputError` that names the argument."""
+any tracing), each raising [`flowsim.InputError`][flowsim.InputError] that names the argument."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def check_positive(name: str, value) -> float:
 
 
 def check_model(model) -> None:
-    """Raise unless `model` is a :class:`flowsim.Model`."""
+    """Raise unless `model` is a [`flowsim.Model`][flowsim.Model]."""
     from ._model import Model  # the checks come first in the package; the Model class uses them
 
     if not isinstance(model, Model):
@@ -31,7 +31,7 @@ def check_model(model) -> None:
 
 
 def check_network(net) -> None:
-    """Raise unless `net` is a :class:`flowsim.Network`."""
+    """Raise unless `net` is a [`flowsim.Network`][flowsim.Network]."""
     if not isinstance(net, Network):
         raise fail("net", type(net).__name__, "a flowsim.Network")
 

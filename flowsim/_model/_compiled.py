@@ -12,7 +12,7 @@ from .. import _symbolic as sym
 
 
 class Compiled:
-    """The derivation of one (regime, loss, depth) as jax.numpy functions (build with :func:`compiled`)."""
+    """The derivation of one (regime, loss, depth) as jax.numpy functions (build with `compiled`)."""
 
     def __init__(self, regime: sym.Regime, loss: str, depth: int):
         d = sym.derive(regime, loss)
@@ -72,5 +72,5 @@ class Compiled:
 
 @functools.lru_cache(maxsize=64)
 def compiled(regime: sym.Regime, loss: str, depth: int) -> Compiled:
-    """The :class:`Compiled` functions of (`regime`, `loss`, `depth`), built once (lambdify is slow)."""
+    """The `Compiled` functions of (`regime`, `loss`, `depth`), built once (lambdify is slow)."""
     return Compiled(regime, loss, depth)

@@ -14,12 +14,12 @@ def field(model, net: Network, x, y, state: State, eps: float | None = None) -> 
 
     **Arguments:**
 
-    - `model`, `net`: the :class:`flowsim.Model` and :class:`flowsim.Network`.
+    - `model`, `net`: the [`flowsim.Model`][flowsim.Model] and [`flowsim.Network`][flowsim.Network].
     - `x`, `y`: the data as arrays, shapes ``(N, d_0)`` and ``(N,)``.
     - `state`: the point.
     - `eps`: width of the smooth step replacing σ′ (``None``: the raw ReLU derivative).
 
-    **Returns:** a :class:`flowsim.State` holding the time derivatives.
+    **Returns:** a [`flowsim.State`][flowsim.State] holding the time derivatives.
     """
     c = model.compiled(net)
     f, pullback = jax.vjp(lambda V_: net._forward(V_, x, eps), tuple(state.V))

@@ -1,4 +1,5 @@
-"""Finding regimes: the installed ``models/`` files, a :class:`flowsim.Regime` object, or a regime file anywhere."""
+"""Finding regimes: the installed ``models/`` files, a [`flowsim.Regime`][flowsim.Regime] object, or a regime file
+anywhere."""
 
 from __future__ import annotations
 
@@ -65,14 +66,14 @@ def load_model(
 
     **Arguments:**
 
-    - `name`: one of :func:`available_models` (``"normalized"``, ``"unnormalized"``, ``"weightnorm"``), a
-      :class:`flowsim.Regime`, or the path of a regime file (a ``.py`` file defining
-      ``REGIME = flowsim.Regime(...)``, as the files in ``models/`` do), so that a new regime needs no change
-      to the installed package.
+    - `name`: one of [`flowsim.available_models`][flowsim.available_models] (``"normalized"``, ``"unnormalized"``,
+      ``"weightnorm"``), a [`flowsim.Regime`][flowsim.Regime], or the path of a regime file (a ``.py`` file defining
+      ``REGIME = flowsim.Regime(...)``, as the files in ``models/`` do), so that a new regime needs no change to the
+      installed package.
     - `lam`: weight decay λ ≥ 0.
     - `loss`: ``"square"`` (the default, ``(y − u)²``), ``"exponential"`` or ``"logistic"``.
 
-    **Returns:** a :class:`flowsim.Model`.
+    **Returns:** a [`flowsim.Model`][flowsim.Model].
     """
     regime = _find_regime(name)
     if not isinstance(loss, str) or loss not in LOSS_NAMES:

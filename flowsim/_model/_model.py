@@ -24,7 +24,7 @@ from ._state import State
 class Model(eqx.Module):
     """A regime of the flow with its weight decay and loss, compiled to JAX on demand.
 
-    Build with :func:`flowsim.load_model`. Its ``lam`` is a leaf, so models can be vmapped over λ.
+    Build with [`flowsim.load_model`][flowsim.load_model]. Its ``lam`` is a leaf, so models can be vmapped over λ.
     """
 
     regime: sym.Regime = eqx.field(static=True)
@@ -101,12 +101,12 @@ class Model(eqx.Module):
 
         **Arguments:**
 
-        - `net`: the :class:`flowsim.Network`.
+        - `net`: the [`flowsim.Network`][flowsim.Network].
         - `seed`: an integer seed or a ``jax.random`` key (the same seed gives the same State).
         - `scale`: the overall scale ``ρ(0) > 0``; per-layer models get balanced ``ρ_k = scale^{1/L}``.
         - `key`: deprecated name of `seed`.
 
-        **Returns:** a :class:`flowsim.State`.
+        **Returns:** a [`flowsim.State`][flowsim.State].
         """
         if key is not None:
             warnings.warn(
@@ -143,7 +143,7 @@ class Model(eqx.Module):
         - `rho`: the shared scale (``normalized``), or the overall scale split evenly over layers.
         - `rho_k`: per-layer scales (per-layer models only), each > 0.
 
-        **Returns:** a :class:`flowsim.State`.
+        **Returns:** a [`flowsim.State`][flowsim.State].
         """
         if isinstance(V, (np.ndarray, jax.Array)) or not isinstance(V, Sequence) or len(V) == 0:
             raise fail("V", type(V).__name__, "a non-empty list of 2-D arrays, one per layer")
@@ -190,8 +190,8 @@ class Model(eqx.Module):
 
         **Arguments:**
 
-        - `net`: the :class:`flowsim.Network`.
-        - `data`: the :class:`flowsim.Dataset`; its dimension must equal ``net.widths[0]``.
+        - `net`: the [`flowsim.Network`][flowsim.Network].
+        - `data`: the [`flowsim.Dataset`][flowsim.Dataset]; its dimension must equal ``net.widths[0]``.
 
         **Returns:** a function of ``(t, state)``; one forward pass and one VJP per call.
         """

@@ -102,7 +102,7 @@ class Network(eqx.Module):
 
         **Arguments:**
 
-        - `V`: one weight matrix per layer, shapes :attr:`shapes`.
+        - `V`: one weight matrix per layer, shapes [`flowsim.Network.shapes`][flowsim.Network.shapes].
         - `x`: inputs, shape ``(N, d_0)``.
 
         **Returns:** shape ``(N,)``.

@@ -1,7 +1,7 @@
 """Symbolic layer: a regime's declaration, the derivation of its flow, closed forms, and LaTeX.
 
 Nothing here is typed in by hand: the equations follow from the per-sample loss, the regularizer and the
-parametrization a :class:`Regime` declares (see :mod:`flowsim._symbolic._derive`).
+parametrization a [`flowsim.Regime`][flowsim.Regime] declares (see `flowsim._symbolic._derive`).
 """
 
 from ._derive import Derivation as Derivation, derive as derive

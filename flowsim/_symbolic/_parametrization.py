@@ -57,9 +57,9 @@ def _unsupported(regime: Regime, why: str) -> FlowsimError:
 def parametrization(regime: Regime) -> Parametrization:
     """Read the raw parametrization of one layer off `regime`'s embedding.
 
-    **Returns:** a :class:`Parametrization`.
+    **Returns:** a `Parametrization`.
 
-    **Raises:** :class:`flowsim.FlowsimError` when the embedding is not one of the three shapes above.
+    **Raises:** [`flowsim.FlowsimError`][flowsim.FlowsimError] when the embedding is not one of the three shapes above.
     """
     scalars, amplitude = [], {}
     for coord in regime.embedding(s, theta):

@@ -11,7 +11,7 @@ import sympy as sp
 @dataclasses.dataclass(frozen=True)
 class Regime:
     """The ingredients of one regime, declared in ``models/<name>.py`` (or in any file passed to
-    :func:`flowsim.load_model`).
+    [`flowsim.load_model`][flowsim.load_model]).
 
     **Arguments:**
 
@@ -21,12 +21,12 @@ class Regime:
     - `embedding`: ``(s, θ) -> tuple`` of sympy expressions, the raw Euclidean coordinates of one layer's
       parameters in terms of its scale ``s`` (per-layer models) and a direction angle ``θ``.
       Shared-scale models ignore ``s``: their ``ρ`` is itself a Euclidean coordinate. The same coordinates,
-      in full dimension, are what :func:`flowsim.sgd` steps in: ``(s cos θ, s sin θ)`` are the weights
+      in full dimension, are what [`flowsim.sgd`][flowsim.sgd] steps in: ``(s cos θ, s sin θ)`` are the weights
       ``W_k = ρ_k V_k``; ``(cos θ, sin θ)`` a direction ``v_k`` used as ``v_k/‖v_k‖``; a lone ``s`` the scale
-      as a coordinate of its own (see :func:`flowsim._symbolic.parametrization`).
+      as a coordinate of its own (see `flowsim._symbolic.parametrization`).
     - `regularizer`: ``(s, λ) -> expr``, the weight decay of one layer (per-layer models, summed over
       layers) or of the shared scale ``ρ``.
-    - `retraction`: whether a discrete step (:func:`flowsim.sgd`) puts the direction coordinates back on
+    - `retraction`: whether a discrete step ([`flowsim.sgd`][flowsim.sgd]) puts the direction coordinates back on
       their unit sphere, as a normalization layer does; ``False`` (the default) when the directions merely
       enter as ``v/‖v‖`` (weight normalization) and may drift in norm.
     """

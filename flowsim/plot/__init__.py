@@ -1,16 +1,17 @@
 """Phase portraits of the flow (``fs.plot``): drawing only.
 
-- :func:`phase_portrait`: the exact planar reductions of a model (see :func:`reduced_model`): vector field,
-  nullclines, classified equilibria (and continua of equilibria), and an ensemble of trajectories
-  integrated in one compiled, vmapped call.
-- :func:`deep_portrait`: deep networks, where no planar model is exact: trajectories of ``fs.simulate``
-  projected onto (normalized margin or alignment, ρ) together with their ρ_eq curves.
-- :func:`save_all`: writes the project's phase-portrait figures (called by ``flowsim reproduce``).
+- [`flowsim.plot.phase_portrait`][flowsim.plot.phase_portrait]: the exact planar reductions of a model (see
+  [`flowsim.plot.reduced_model`][flowsim.plot.reduced_model]): vector field, nullclines, classified equilibria (and
+  continua of equilibria), and an ensemble of trajectories integrated in one compiled, vmapped call.
+- [`flowsim.plot.deep_portrait`][flowsim.plot.deep_portrait]: deep networks, where no planar model is exact:
+  trajectories of ``fs.simulate`` projected onto (normalized margin or alignment, ρ) together with their ρ_eq curves.
+- [`flowsim.plot.save_all`][flowsim.plot.save_all]: writes the project's phase-portrait figures (called by
+  ``flowsim reproduce``).
 
 The analysis behind the portraits (the reduced models, their equilibria, nullclines and classification) lives
 in ``flowsim._analysis``; its names are re-exported here, where they have always been published.
 
-Figures are built with :class:`matplotlib.figure.Figure` directly, never through ``pyplot``: importing
+Figures are built with `matplotlib.figure.Figure` directly, never through ``pyplot``: importing
 this module does not select a backend or open a window, and ``savefig`` renders with Agg.
 """
 

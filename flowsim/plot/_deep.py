@@ -46,7 +46,7 @@ def deep_portrait(
 ):
     """Trajectories of a deep network projected onto (normalized margin or alignment, ρ), with ρ_eq.
 
-    No planar model is exact for a deep network, so this projects full runs of :func:`flowsim.simulate`
+    No planar model is exact for a deep network, so this projects full runs of [`flowsim.simulate`][flowsim.simulate]
     from an ensemble of initial scales and seeds: the horizontal axis is a function of the directions
     ``V`` alone, the vertical axis the overall scale ``ρ`` (log scale). Each run is drawn as a solid line
     coloured by its initial scale (○ start, ● end), with its ``ρ_eq(V(t))`` as a dashed line of the same
@@ -55,9 +55,9 @@ def deep_portrait(
 
     **Arguments:**
 
-    - `model`: a :class:`flowsim.Model`.
-    - `net`: a :class:`flowsim.Network`.
-    - `data`: a :class:`flowsim.Dataset`.
+    - `model`: a [`flowsim.Model`][flowsim.Model].
+    - `net`: a [`flowsim.Network`][flowsim.Network].
+    - `data`: a [`flowsim.Dataset`][flowsim.Dataset].
     - `scales`: initial overall scales ``ρ(0)`` (each > 0).
     - `seeds`: seeds of the initial directions (``model.init(net, seed=seed, scale=...)``).
     - `t1`: final time of every run.
@@ -65,10 +65,10 @@ def deep_portrait(
     - `x`: the horizontal coordinate: ``"min_margin"`` (``min_n y_n f_n``, the normalized margin),
       ``"mean_margin"`` (``mean_n y_n f_n``) or ``"alignment"`` (cosine between ``f`` and ``y``).
     - `ax`: a matplotlib Axes to draw into; default a new Figure.
-    - `title`, `legend`: as in :func:`phase_portrait`.
-    - `simulate_kwargs`: passed on to :func:`flowsim.simulate` (``rtol``, ``atol``, ``solver``, ...).
+    - `title`, `legend`: as in [`flowsim.plot.phase_portrait`][flowsim.plot.phase_portrait].
+    - `simulate_kwargs`: passed on to [`flowsim.simulate`][flowsim.simulate] (``rtol``, ``atol``, ``solver``, ...).
 
-    **Returns:** the :class:`matplotlib.figure.Figure`. A run that fails with :class:`flowsim.SolveError`
+    **Returns:** the `matplotlib.figure.Figure`. A run that fails with [`flowsim.SolveError`][flowsim.SolveError]
     is drawn up to the failure (its ``partial`` trajectory) and reported with a warning.
     """
     check_model(model)

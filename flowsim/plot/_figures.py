@@ -26,9 +26,9 @@ def save_all(out_dir="figures", *, quick: bool = True, dpi: int = 150, deep: boo
     """Write the phase-portrait figures as PNG files (used by ``flowsim reproduce``).
 
     Files: ``phase_normalized.png`` (one linear layer: λ = 0 and λ > 0 on the default data, and λ = 0 on
-    :func:`interpolable_data`, the singular continuum), ``phase_unnormalized.png``
-    (scalar chain, λ = 0 and λ > 0), ``phase_deep.png`` (deep ReLU networks projected onto
-    (normalized margin, ρ); needs :func:`flowsim.simulate`, skipped with a warning if it is missing).
+    [`flowsim.plot.interpolable_data`][flowsim.plot.interpolable_data], the singular continuum),
+    ``phase_unnormalized.png`` (scalar chain, λ = 0 and λ > 0), ``phase_deep.png`` (deep ReLU networks projected onto
+    (normalized margin, ρ); needs [`flowsim.simulate`][flowsim.simulate], skipped with a warning if it is missing).
 
     **Arguments:**
 

@@ -209,22 +209,23 @@ def phase_portrait(
     Shared-scale models (``normalized``) are drawn for one linear layer on 2-D inputs in the plane
     ``(θ, ρ)`` with ``V = (cos θ, sin θ)``; per-layer models (``unnormalized``, ``weightnorm``) for the
     scalar two-layer chain ``f(x) = w_2 w_1 x`` in the plane of signed scales ``(ρ_1, ρ_2)``
-    (see :class:`Reduced2D`). Drawn: the vector field (grey streamlines); the nullclines (solved by sympy
-    where it can, contoured otherwise); the equilibria found by Newton root finding and classified from the
-    Jacobian's eigenvalues (● stable node, ○ unstable node, half-filled: saddle, ◆ degenerate); continua of
-    equilibria (the λ = 0 case) as a thick red band; and `n_trajectories` trajectories started on a grid
-    and integrated in one compiled, vmapped diffrax call, coloured by their end point's horizontal coordinate
-    (so that end points depending on the start show as a colour gradient).
+    (see [`flowsim.plot.Reduced2D`][flowsim.plot.Reduced2D]). Drawn: the vector field (grey streamlines);
+    the nullclines (solved by sympy where it can, contoured otherwise); the equilibria found by Newton root
+    finding and classified from the Jacobian's eigenvalues (● stable node, ○ unstable node, half-filled:
+    saddle, ◆ degenerate); continua of equilibria (the λ = 0 case) as a thick red band; and `n_trajectories`
+    trajectories started on a grid and integrated in one compiled, vmapped diffrax call, coloured by their
+    end point's horizontal coordinate (so that end points depending on the start show as a colour gradient).
 
     **Arguments:**
 
-    - `model`: a :class:`flowsim.Model` (``fs.load_model(...)``), or a :class:`Reduced2D`.
-    - `data`: a :class:`flowsim.Dataset` of dimension 2 (normalized) or 1 (per-layer models); ``None``
-      for the small default data set (:func:`default_data`).
+    - `model`: a [`flowsim.Model`][flowsim.Model] (``fs.load_model(...)``), or a
+      [`flowsim.plot.Reduced2D`][flowsim.plot.Reduced2D].
+    - `data`: a [`flowsim.Dataset`][flowsim.Dataset] of dimension 2 (normalized) or 1 (per-layer models); ``None``
+      for the small default data set ([`flowsim.plot.default_data`][flowsim.plot.default_data]).
     - `n_trajectories`: number of trajectories (0 for none), started at cell centres of a grid.
     - `t1`: integration time; default 10 over the slowest nonzero rate at the equilibria.
     - `domain`: ``((lo, hi), (lo, hi))`` in state order (``(ρ, θ)`` or ``(ρ_1, ρ_2)``); default
-      :meth:`Reduced2D.default_domain`.
+      [`flowsim.plot.Reduced2D.default_domain`][flowsim.plot.Reduced2D.default_domain].
     - `ax`: a matplotlib Axes to draw into; default a new Figure.
     - `stream`, `nullclines`: draw the streamlines, the nullclines.
     - `grid`: streamline grid points per axis.
@@ -232,7 +233,7 @@ def phase_portrait(
     - `title`: the panel title; default the model, λ and the reduction.
     - `legend`: draw a legend.
 
-    **Returns:** the :class:`matplotlib.figure.Figure`.
+    **Returns:** the `matplotlib.figure.Figure`.
     """
     if isinstance(model, Reduced2D):
         if data is not None:
