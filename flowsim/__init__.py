@@ -35,6 +35,7 @@ from ._model import (
     available_models as available_models,
     load_model as load_model,
 )
+from ._reproduce import reproduce as reproduce
 from ._solver import (
     RosenbrockW as RosenbrockW,
     RunStats as RunStats,
@@ -73,4 +74,5 @@ __all__ = [
     "convergence_order",
     "Comparison",
     "ConvergenceOrder",
+    "reproduce",
 ]

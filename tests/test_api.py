@@ -21,6 +21,7 @@ PROBLEM = {
     fs.plot.deep_portrait: ("model", "net", "data"),
     fs.Model.init: ("self", "net"),
     fs.load_model: ("name",),
+    fs.reproduce: (),
 }
 
 
@@ -45,6 +46,20 @@ def test_every_exported_name_exists():
     for name in fs.plot.__all__:
         assert hasattr(fs.plot, name), name
     assert fs.__version__
+
+
+def test_reproduce_rejects_bad_arguments_before_running(tmp_path):
+    """fs.reproduce (what `flowsim reproduce` runs) names the bad argument and writes nothing."""
+    out = tmp_path / "out"
+    with pytest.raises(fs.InputError, match="argument `only`.*rho_eq"):
+        fs.reproduce(out=out, only="rho_eq,nonsense")
+    with pytest.raises(fs.InputError, match="argument `only`"):
+        fs.reproduce(out=out, only=[])
+    with pytest.raises(fs.InputError, match="argument `quick`"):
+        fs.reproduce(quick="yes", out=out)
+    with pytest.raises(fs.InputError, match="argument `out`"):
+        fs.reproduce(out=3)
+    assert not out.exists()
 
 
 def test_setup_cfg_installs_every_package():

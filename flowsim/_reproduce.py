@@ -1,0 +1,56 @@
+"""``fs.reproduce``: the predictions of docs/theory.md from Python — what ``flowsim reproduce`` runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from ._errors import Checked, fail
+
+
+def reproduce(
+    *,
+    quick: Checked[bool] = True,
+    out: Checked[str | os.PathLike] = "figures",
+    only: Checked[str | Sequence[str] | None] = None,
+) -> list:
+    """Run the experiments of `flowsim reproduce`, one per prediction, and write their figures and report.
+
+    Each experiment measures one prediction of the theory (docs/theory.md, "The predictions"), compares the
+    number with a reference, computes a verdict from thresholds stated beside it, and draws a figure. The
+    command line `flowsim reproduce [--quick] [--out DIR] [--only NAMES]` runs exactly this function.
+
+    **Arguments:**
+
+    - `quick`: tiny networks and short times (about 2 minutes for all of them on two CPU cores); ``False``:
+      the full run (about 25 minutes), which wrote the repository's `figures/`.
+    - `out`: the folder for the figures (one PNG per experiment) and `report.md`, created if needed.
+    - `only`: the experiments to run, as a list of names or one comma-separated string: ``"rho_eq"``,
+      ``"margins"``, ``"norm_margin_error"``, ``"singular"``, ``"small_init"``, ``"balance"``,
+      ``"collapse"``, ``"critical"``, ``"sgd"``; default ``None``, all of them, plus the phase portraits
+      of [`flowsim.plot.save_all`][flowsim.plot.save_all].
+
+    **Returns:** the list of results, in the order run. Each has `name`, `prediction`, `measurement` (the
+    measured numbers, as text), `reference` (what they are compared with, and the thresholds), `verdict`
+    (``"holds"``, ``"partly"`` or ``"fails"``), `figure` (the PNG's file name in `out`), `value` (the main
+    measured number) and `seconds` (its run time).
+
+    **Raises:** [`flowsim.InputError`][flowsim.InputError] for an unknown experiment name or a bad argument,
+    before anything runs.
+    """
+    from . import _experiments
+
+    if not isinstance(quick, bool):
+        raise fail("quick", quick, "True or False")
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        raise fail("out", out, "the path of a folder")
+    if only is not None:
+        names = only.split(",") if isinstance(only, str) else only
+        if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+            raise fail("only", only, "None, a list of experiment names or a comma-separated string")
+        names = [n.strip() for n in names if n.strip()]
+        unknown = [n for n in names if n not in _experiments.EXPERIMENTS]
+        if unknown or not names:
+            raise fail("only", only, f"names among {', '.join(_experiments.EXPERIMENTS)}")
+        only = names
+    return _experiments.reproduce(quick=quick, out=out, only=only)
