@@ -21,9 +21,12 @@ def chain_data():
 def test_phase_portrait_figures(tmp_path, chain_data):
     fig = fplot.phase_portrait(fs.load_model("unnormalized", lam=0.0), chain_data, n_trajectories=16, grid=15, **TIGHT)
     assert isinstance(fig, Figure)
-    (ax,) = fig.axes
+    ax, bar = fig.axes  # the panel and the colour bar of the trajectories
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "saddle" in labels and "continuum of equilibria (degenerate)" in labels
+    assert bar.get_ylabel() == r"trajectory colour: final $\rho_1$"
+    assert ax.get_title().startswith(r"Phase portrait in ($\rho_1, \rho_2$): unnormalized, $\lambda = 0$")
+    assert ax.get_xlabel() == r"signed scale of layer 1 $\rho_1$"
     fig.savefig(tmp_path / "b.png", dpi=60)
     assert (tmp_path / "b.png").stat().st_size > 1000
     # into a given Axes; the angle chart
@@ -33,6 +36,11 @@ def test_phase_portrait_figures(tmp_path, chain_data):
     assert out is fig2
     labels = [t.get_text() for t in ax2.get_legend().get_texts()]
     assert "stable node" in labels and "saddle" in labels
+    assert fig2.axes[1].get_ylabel() == r"trajectory colour: final $\theta$"
+    assert ax2.get_xlabel() == r"direction angle $\theta$" and ax2.get_ylabel() == r"scale $\rho$"
+    # without trajectories or with colorbar=False, no colour bar
+    fig3 = fplot.phase_portrait(fs.load_model("normalized", lam=1.0), n_trajectories=9, grid=15, colorbar=False)
+    assert len(fig3.axes) == 1
 
 
 def test_phase_portrait_rejects_bad_input(chain_data):
@@ -57,8 +65,9 @@ def test_deep_portrait_linear_net(tmp_path):
         fs.load_model("normalized", lam=0.05), net, data, scales=(0.2, 2.0), seeds=(1,), t1=5.0, n_save=40
     )
     assert isinstance(fig, Figure)
-    (ax,) = fig.axes
+    ax, bar = fig.axes  # the panel and the colour bar of the initial scales
     assert ax.get_yscale() == "log" and len(ax.lines) >= 2 * 4
+    assert bar.get_ylabel() == r"run colour: initial scale $\rho(0)$" and ax.get_ylabel() == r"overall scale $\rho$"
     with pytest.raises(fs.InputError, match="`x`"):
         fplot.deep_portrait(fs.load_model("normalized"), net, data, x="nope")
 

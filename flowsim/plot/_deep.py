@@ -7,7 +7,8 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.colors import LogNorm
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.lines import Line2D
 
 from .._data import Dataset
@@ -42,6 +43,7 @@ def deep_portrait(
     ax=None,
     title: str | None = None,
     legend: bool = True,
+    colorbar: bool = True,
     **simulate_kwargs,
 ):
     """Trajectories of a deep network projected onto (normalized margin or alignment, ρ), with ρ_eq.
@@ -66,6 +68,7 @@ def deep_portrait(
       ``"mean_margin"`` (``mean_n y_n f_n``) or ``"alignment"`` (cosine between ``f`` and ``y``).
     - `ax`: a matplotlib Axes to draw into; default a new Figure.
     - `title`, `legend`: as in [`flowsim.plot.phase_portrait`][flowsim.plot.phase_portrait].
+    - `colorbar`: draw the colour bar of the initial scales beside the panel (when there are several).
     - `simulate_kwargs`: passed on to [`flowsim.simulate`][flowsim.simulate] (``rtol``, ``atol``, ``solver``, ...).
 
     **Returns:** the `matplotlib.figure.Figure`. A run that fails with [`flowsim.SolveError`][flowsim.SolveError]
@@ -133,12 +136,25 @@ def deep_portrait(
         "alignment": r"alignment $\langle y, f\rangle / (\|y\|\,\|f\|)$",
     }
     ax.set_xlabel(labels[x])
-    ax.set_ylabel(r"$\rho$")
+    ax.set_ylabel(r"overall scale $\rho$")
     if title is None:
         loss = "" if model.loss == "square" else f", {model.loss} loss"
-        title = f"{model.name}{loss}, $\\lambda = {float(model.lam):g}$, widths {net.widths}, {net.activation}"
+        what = "normalized margin" if x == "min_margin" else ("mean margin" if x == "mean_margin" else "alignment")
+        title = (
+            f"Runs projected onto ({what}, $\\rho$): {model.name}{loss}, $\\lambda = {float(model.lam):g}$\n"
+            f"widths {'-'.join(map(str, net.widths))}, {net.activation}, "
+            + (f"{len(seeds)} seeds per initial scale" if len(seeds) > 1 else f"seed {seeds[0]}")
+        )
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=9)
+    if colorbar and norm is not None:
+        # the colour of a run is its initial scale, on the part of the colour map the lines use
+        part = ListedColormap(colors(np.linspace(0.1, 0.85, 256)))
+        cb = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=part), ax=ax, shrink=0.85, pad=0.02)
+        cb.set_label(r"run colour: initial scale $\rho(0)$", fontsize=8)
+        cb.set_ticks(sorted(set(scales)), labels=[f"{v:g}" for v in sorted(set(scales))])
+        cb.minorticks_off()
+        cb.ax.tick_params(labelsize=7)
     if legend:
         handles = [
             Line2D(

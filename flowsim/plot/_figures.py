@@ -14,6 +14,12 @@ from ._phase import phase_portrait
 
 # Weight decays of the λ > 0 panels of the project's figures, sized to the default data sets.
 FIGURE_LAMBDAS = {"normalized": 5.0, "unnormalized": 8.0}
+SUPTITLES = {
+    "normalized": r"The normalized model's exact 2-D reduction, one linear layer: without and with weight decay, "
+    r"and the singular case",
+    "unnormalized": r"The unnormalized model's exact 2-D reduction, the scalar chain: balance hyperbolas "
+    r"$\rho_1^2 - \rho_2^2$ without weight decay, two nodes with it",
+}
 
 
 def _deep_problem(quick: bool):
@@ -47,19 +53,31 @@ def save_all(out_dir="figures", *, quick: bool = True, dpi: int = 150, deep: boo
         panels = [(0.0, None, None), (FIGURE_LAMBDAS[name], None, None)]
         if name == "normalized":  # the singular case needs data a linear layer can interpolate
             panels.append(
-                (0.0, interpolable_data(), r"normalized, $\lambda = 0$, interpolable data $x_n = y_n u$: singular")
+                (
+                    0.0,
+                    interpolable_data(),
+                    r"Phase portrait in ($\theta, \rho$): normalized, $\lambda = 0$"
+                    "\n"
+                    r"interpolable data $x_n = y_n u$: a continuum of equilibria (singular)",
+                )
             )
-        fig = Figure(figsize=(4.8 * len(panels), 4.6), layout="constrained")
+        fig = Figure(figsize=(5.4 * len(panels), 4.9), layout="constrained")
         axes = fig.subplots(1, len(panels))
         for ax, (lam, data, title) in zip(axes, panels):
             phase_portrait(load_model(name, lam=lam), data, n_trajectories=n, ax=ax, title=title)
+        fig.suptitle(SUPTITLES[name], fontsize=11)
         path = out / f"phase_{name}.png"
         fig.savefig(path, dpi=dpi)
         written.append(path)
     if deep:
         net, data = _deep_problem(quick)
-        fig = Figure(figsize=(9.6, 4.6), layout="constrained")
+        fig = Figure(figsize=(11.0, 4.9), layout="constrained")
         axes = fig.subplots(1, 2)
+        fig.suptitle(
+            r"Deep ReLU networks: full runs of the flow projected onto (normalized margin, $\rho$), "
+            r"with $\rho_{eq}(V(t))$ dashed",
+            fontsize=11,
+        )
         scales = (0.1, 1.0, 4.0) if quick else (0.03, 0.3, 3.0)
         seeds = (0,) if quick else (0, 1)
         deep_portrait(load_model("normalized", lam=1e-2), net, data, scales=scales, seeds=seeds, t1=20.0, ax=axes[0])

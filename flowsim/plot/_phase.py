@@ -7,6 +7,7 @@ import math
 import warnings
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
@@ -16,6 +17,8 @@ from .._data import Dataset
 from .._errors import Checked, check_real, fail
 from .._model import Model
 from ._style import (
+    ANGLE_LABELS,
+    ANGLE_TICKS,
     CONT_STYLE,
     EQ_STYLE,
     NULL_STYLE,
@@ -97,7 +100,8 @@ def _draw_trajectories(ax, red: Reduced2D, view: _View, dom, n: int, t1: float, 
     ax.add_collection(LineCollection(segs, colors=cols, linewidths=0.7, alpha=0.55, zorder=2))
     p0 = view.to_plot(z0)
     ax.scatter(p0[:, 0], p0[:, 1], s=2.5, c="0.35", zorder=2, linewidths=0)
-    return [Line2D([], [], color=colors(0.5), lw=1.0, label=f"{n} trajectories")]
+    handles = [Line2D([], [], color=colors(0.5), lw=1.0, label=f"{n} trajectories (grey dots: starts)")]
+    return handles, ScalarMappable(norm=norm, cmap=colors)
 
 
 def _draw_nullclines(ax, red: Reduced2D, view: _View, dom):
@@ -161,20 +165,42 @@ def _draw_equilibria(ax, red: Reduced2D, view: _View, dom, eqs, conts):
     return handles
 
 
+def _colorbar(ax, red: Reduced2D, view: _View, mappable) -> None:
+    """The colour key of the trajectories: where each one ends, on the horizontal axis."""
+    label = red.labels[view.ix]
+    cb = ax.figure.colorbar(mappable, ax=ax, shrink=0.85, pad=0.02)
+    cb.set_label(f"trajectory colour: final {label}", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    if red.kind == "angle":
+        lo, hi = view.xlim
+        ticks = [(t, lab) for t, lab in zip(ANGLE_TICKS, ANGLE_LABELS) if lo - 1e-9 <= t <= hi + 1e-9]
+        cb.set_ticks([t for t, _ in ticks], labels=[lab for _, lab in ticks])
+
+
 def _finish(ax, red: Reduced2D, view: _View, title, legend: bool, handles) -> None:
     """Limits, labels, the title and the legend."""
     ax.set_xlim(*view.xlim)
     ax.set_ylim(*view.ylim)
-    ax.set_xlabel(red.labels[view.ix])
-    ax.set_ylabel(red.labels[view.iy])
+    names = {
+        "rho": "scale",
+        "theta": "direction angle",
+        "rho_1": "signed scale of layer 1",
+        "rho_2": "signed scale of layer 2",
+    }
+    ax.set_xlabel(f"{names.get(red.kernel.names[view.ix], '')} {red.labels[view.ix]}".strip())
+    ax.set_ylabel(f"{names.get(red.kernel.names[view.iy], '')} {red.labels[view.iy]}".strip())
     if red.kind == "angle":
         angle_ticks(ax, "x")
     if title is None:
-        what = "one linear layer, 2-D inputs" if red.kind == "angle" else "scalar two-layer chain"
+        if red.kind == "angle":
+            what = r"one linear layer on 2-D inputs, $V = (\cos\theta, \sin\theta)$"
+        else:
+            what = r"scalar two-layer chain $f(x) = w_2 w_1 x$"
         loss = "" if red.model.loss == "square" else f", {red.model.loss} loss"
-        title = f"{red.model.name}{loss}, $\\lambda = {red.lam:g}$ ({what})"
+        plane = f"({red.labels[view.ix]}, {red.labels[view.iy]})".replace("$, $", ", ")
+        title = f"Phase portrait in {plane}: {red.model.name}{loss}, $\\lambda = {red.lam:g}$\n{what}"
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=9)
     if legend and handles:
         ax.legend(
             handles=handles,
@@ -203,6 +229,7 @@ def phase_portrait(
     atol: float = 1e-10,
     title: str | None = None,
     legend: bool = True,
+    colorbar: bool = True,
 ):
     """The phase portrait of the exact planar reduction of `model`.
 
@@ -214,7 +241,8 @@ def phase_portrait(
     finding and classified from the Jacobian's eigenvalues (● stable node, ○ unstable node, half-filled:
     saddle, ◆ degenerate); continua of equilibria (the λ = 0 case) as a thick red band; and `n_trajectories`
     trajectories started on a grid and integrated in one compiled, vmapped diffrax call, coloured by their
-    end point's horizontal coordinate (so that end points depending on the start show as a colour gradient).
+    end point's horizontal coordinate (so that end points depending on the start show as a colour gradient;
+    the colour bar beside the panel gives the scale, trajectories that did not finish are grey).
 
     **Arguments:**
 
@@ -230,8 +258,9 @@ def phase_portrait(
     - `stream`, `nullclines`: draw the streamlines, the nullclines.
     - `grid`: streamline grid points per axis.
     - `rtol`, `atol`: tolerances of the trajectories' step-size controller.
-    - `title`: the panel title; default the model, λ and the reduction.
+    - `title`: the panel title; default the plane, the model, λ and the reduction.
     - `legend`: draw a legend.
+    - `colorbar`: draw the colour bar of the trajectories' end points beside the panel.
 
     **Returns:** the `matplotlib.figure.Figure`.
     """
@@ -256,7 +285,10 @@ def phase_portrait(
     handles = []
     if n_trajectories:
         T = float(t1) if t1 is not None else red.time_scale(eqs, conts)
-        handles += _draw_trajectories(ax, red, view, dom, n_trajectories, T, rtol, atol)
+        lines, mappable = _draw_trajectories(ax, red, view, dom, n_trajectories, T, rtol, atol)
+        handles += lines
+        if colorbar:
+            _colorbar(ax, red, view, mappable)
     if nullclines:
         handles += _draw_nullclines(ax, red, view, dom)
     handles += _draw_equilibria(ax, red, view, dom, eqs, conts)

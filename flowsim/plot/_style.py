@@ -76,14 +76,16 @@ def segments(lines):
     return out
 
 
+ANGLE_TICKS = (-math.pi, -math.pi / 2, 0.0, math.pi / 2, math.pi)
+ANGLE_LABELS = (r"$-\pi$", r"$-\pi/2$", r"$0$", r"$\pi/2$", r"$\pi$")
+
+
 def angle_ticks(ax, axis="x"):
     """Ticks at multiples of π/2 on the angle axis."""
-    ticks = [-math.pi, -math.pi / 2, 0.0, math.pi / 2, math.pi]
-    labels = [r"$-\pi$", r"$-\pi/2$", r"$0$", r"$\pi/2$", r"$\pi$"]
     if axis == "x":
-        ax.set_xticks(ticks, labels)
+        ax.set_xticks(ANGLE_TICKS, ANGLE_LABELS)
     else:
-        ax.set_yticks(ticks, labels)
+        ax.set_yticks(ANGLE_TICKS, ANGLE_LABELS)
 
 
 def cmap(name):
