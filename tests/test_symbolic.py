@@ -12,7 +12,7 @@ from flowsim import _symbolic as sym
 
 
 def test_equations_are_derived_and_match_theory():
-    """The derived sympy equations reduce to theory.md's for the square loss."""
+    """The derived sympy equations reduce to those of docs/theory.md#the-regimes for the square loss."""
     rho, s, f, y, lam = sp.symbols("rho rho_k f y lambda", real=True)
     d = fs.load_model("normalized").derivation
     assert sp.simplify(d.scale_sample - 2 * (y - rho * f) * f) == 0

@@ -1,8 +1,8 @@
 """Discrete GD/SGD on the same network, in each regime's own raw coordinates, compiled with ``lax.scan``.
 
-A regime's GD step uses the exact gradient of the loss of theory.md in the raw coordinates its embedding
-declares (see `flowsim._discrete._raw`), which is the gradient the flow follows, so the run approximates
-the flow at ``t = lr · step``. For the installed regimes:
+A regime's GD step uses the exact gradient of the loss (docs/theory.md#conventions) in the raw coordinates its
+embedding declares (see `flowsim._discrete._raw`), which is the gradient the flow follows, so the run
+approximates the flow at ``t = lr · step``. For the installed regimes:
 
 - ``unnormalized`` (embedding ``(s cos θ, s sin θ)``): GD on ``W_k`` with weight decay ``λ Σ_k ‖W_k‖²``;
 - ``weightnorm`` (``(s, cos θ, sin θ)``): GD on ``(g_k, v_k)`` with ``W_k = g_k v_k / ‖v_k‖`` and weight decay
@@ -180,11 +180,11 @@ def sgd(
     The step is the model's own, in the raw coordinates its regime's embedding declares: GD on ``W_k``
     (``unnormalized``), on ``(g_k, v_k)`` (``weightnorm``), or on ``(ρ, V_k)`` followed by the retraction
     ``V_k ← V_k/‖V_k‖`` (``normalized``, which declares one), and likewise for a regime of one's own, with
-    the exact gradient of the loss of theory.md (sum over samples, no ½, the model's regularizer). A minibatch
-    ``B`` contributes ``N/|B| Σ_{n∈B} ℓ``, so a full batch is exactly GD on ``L`` and ``t = lr · step`` is the
-    flow's time. Minibatches are drawn by random reshuffling from ``jax.random.key(seed)``: every epoch of
-    ``⌊N/|B|⌋`` steps takes a fresh permutation of the samples and walks through it in consecutive
-    batches (the ``N mod |B|`` left over wait for the next shuffle).
+    the exact gradient of the loss (sum over samples, no ½, the model's regularizer; see
+    docs/theory.md#conventions). A minibatch ``B`` contributes ``N/|B| Σ_{n∈B} ℓ``, so a full batch is exactly
+    GD on ``L`` and ``t = lr · step`` is the flow's time. Minibatches are drawn by random reshuffling from
+    ``jax.random.key(seed)``: every epoch of ``⌊N/|B|⌋`` steps takes a fresh permutation of the samples and
+    walks through it in consecutive batches (the ``N mod |B|`` left over wait for the next shuffle).
     Momentum is heavy-ball, ``m ← μ m + ∇L_B``, ``p ← p − lr m`` (its effective time is ``lr/(1−μ) · step``;
     the returned ``ts`` stay ``lr · step``).
 
