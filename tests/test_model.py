@@ -66,7 +66,7 @@ def test_other_losses_match_autodiff(loss):
     for name in ("normalized", "unnormalized"):
         model = fs.load_model(name, lam=0.05, loss=loss)
         state, V, scales = _state(model, seed=4)
-        got = model.vector_field(net, data)(0.0, state)
+        got = model.vector_field(net, data, smoothing=None)(0.0, state)
         sdot, Vdot = reference_field(name, 0.05, V, scales, jnp.asarray(data.x), jnp.asarray(data.y), "relu", loss)
         assert _rel(got.rho_k if model.per_layer else got.rho, sdot) < 1e-10
         for g, r in zip(got.V, Vdot):
@@ -85,7 +85,7 @@ def test_field_matches_finite_differences_of_the_loss():
 
     h = 1e-6
     fd = -(L(rho + h, V) - L(rho - h, V)) / (2 * h)
-    got = model.vector_field(net, data)(0.0, state)
+    got = model.vector_field(net, data, smoothing=None)(0.0, state)
     assert float(got.rho) == pytest.approx(fd, rel=1e-6)  # central differences: ~1e-9 absolute
     # V̇ along a tangent direction E: ⟨V̇_1, E⟩ = −dL/ds (V_1 + sE) for E ⊥ V_1.
     E = np.random.default_rng(1).standard_normal(V[0].shape)
@@ -128,7 +128,7 @@ def test_compiled_field_matches_reference(name, loss, activation, lam, widths, n
     else:
         scales = float(rng.uniform(0.5, 2.0))
         state = model.state(V, rho=scales)
-    out = model.vector_field(net, data)(0.0, state)
+    out = model.vector_field(net, data, smoothing=None)(0.0, state)
     sdot_ref, Vdot_ref = reference_field(name, lam, V, scales, jnp.asarray(x), jnp.asarray(y), activation, loss)
     got = np.concatenate([np.ravel(out.rho_k if model.per_layer else out.rho)] + [np.ravel(v) for v in out.V])
     ref = np.concatenate([np.ravel(np.asarray(sdot_ref))] + [np.ravel(np.asarray(v)) for v in Vdot_ref])
@@ -430,3 +430,24 @@ def test_state_scales_are_validated(no_tracing, label, name, build, argument):
     with pytest.raises(fs.FlowsimError) as excinfo:
         fs.simulate(model, net, data, build(), t1=1.0)
     assert_input_error(excinfo, argument)
+
+
+def test_vector_field_is_the_field_a_solve_integrates():
+    """model.vector_field(net, data, smoothing=...) is what fs.simulate integrates with that smoothing: its
+    first step from a state agrees with the field to the step's order."""
+    net, data = _problem("relu")
+    model = fs.load_model("normalized", lam=0.05)
+    state, _, _ = _state(model, seed=4)
+    raw = model.vector_field(net, data, smoothing=None)(0.0, state)
+    auto = model.vector_field(net, data)(0.0, state)
+    eps = model.vector_field(net, data, smoothing=1e-5)(0.0, state)
+    leaves = jax.tree_util.tree_leaves
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(auto), leaves(eps)))  # "auto" is ε = 1e-5 on ReLU
+    wide = model.vector_field(net, data, smoothing=10.0)(0.0, state)
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(raw), leaves(wide))) > 1e-3  # ε matters
+    h = 1e-6
+    tr = fs.simulate(model, net, data, state, t1=h, ts=[0.0, h], rtol=1e-12, atol=1e-14, smoothing=10.0)
+    step = (float(tr.rho[-1]) - float(state.rho)) / h
+    assert step == pytest.approx(float(wide.rho), rel=1e-4)
+    with pytest.raises(fs.InputError, match="smoothing"):
+        model.vector_field(net, data, smoothing=-1.0)

@@ -10,7 +10,11 @@ from ._checks import (
     check_state as check_state,
 )
 from ._compiled import Compiled as Compiled, compiled as compiled
-from ._field import field as field
+from ._field import (
+    DEFAULT_SMOOTHING as DEFAULT_SMOOTHING,
+    field as field,
+    resolve_smoothing as resolve_smoothing,
+)
 from ._load import available_models as available_models, load_model as load_model
 from ._model import Model as Model
 from ._network import Network as Network

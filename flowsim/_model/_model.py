@@ -16,7 +16,7 @@ from .._data import Dataset
 from .._errors import Checked, InputError, check_int, check_real, fail
 from ._checks import check_network, check_positive, check_problem, check_state
 from ._compiled import Compiled, compiled
-from ._field import field
+from ._field import field, resolve_smoothing
 from ._network import Network
 from ._state import State
 
@@ -185,19 +185,26 @@ class Model(eqx.Module):
         """The jax.numpy functions compiled from the symbolic derivation for this network's depth."""
         return compiled(self.regime, self.loss, net.depth)
 
-    def vector_field(self, net: Checked[Network], data: Checked[Dataset]) -> Callable[[float, State], State]:
-        """The flow as a jittable ``(t, State) -> State`` (the State-shaped time derivative).
+    def vector_field(
+        self, net: Checked[Network], data: Checked[Dataset], smoothing: Checked[float | str | None] = "auto"
+    ) -> Callable[[float, State], State]:
+        """The flow as a jittable ``(t, State) -> State`` (the State-shaped time derivative): exactly the field
+        ``fs.simulate`` integrates with the same `smoothing`, for users who drive their own solver.
 
         **Arguments:**
 
         - `net`: the [`flowsim.Network`][flowsim.Network].
         - `data`: the [`flowsim.Dataset`][flowsim.Dataset]; its dimension must equal ``net.widths[0]``.
+        - `smoothing`: as for ``fs.simulate``: ``"auto"`` (ε = 1e-5 for ReLU networks, none for linear ones),
+          a width ε > 0 (σ′ replaced by ½(1 + tanh(z/ε)) in the field), or ``None``/0 for the raw field
+          (σ′ = 1[z > 0]).
 
         **Returns:** a function of ``(t, state)``; one forward pass and one VJP per call.
         """
         check_problem(net, data)
+        eps = resolve_smoothing(net, smoothing)
         x, yv = jnp.asarray(data.x), jnp.asarray(data.y)
-        return lambda t, state: field(self, net, x, yv, state)
+        return lambda t, state: field(self, net, x, yv, state, eps)
 
     def rho_eq(self, net: Checked[Network], data: Checked[Dataset], state: Checked[State]) -> Float[Array, ""]:
         """ρ_eq(V): the scale at which the scale equation vanishes with V fixed (balanced if per-layer).

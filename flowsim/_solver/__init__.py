@@ -2,8 +2,8 @@
 and save grid, the flat field, the diffrax solve, projection onto the manifolds, observables), the
 :class:`Trajectory` they return, and sweep result files."""
 
+from .._model import DEFAULT_SMOOTHING as DEFAULT_SMOOTHING  # kept here for the experiments
 from ._observables import observe as observe, observe_one as observe_one
-from ._options import DEFAULT_SMOOTHING as DEFAULT_SMOOTHING
 from ._result import SweepResult as SweepResult, load as load
 from ._rosenbrock import RosenbrockW as RosenbrockW
 from ._simulate import simulate as simulate

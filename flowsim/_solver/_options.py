@@ -8,12 +8,11 @@ import diffrax as dfx
 import numpy as np
 
 from .._errors import check_int, check_real, fail
-from .._model import check_model, check_problem
+from .._model import check_model, check_problem, resolve_smoothing
 
 # "rosenbrock" is flowsim's compiled stiff solver (RosenbrockW), what "auto" means; the others are diffrax's.
 EXPLICIT = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
 SOLVERS = ("auto", "rosenbrock", *EXPLICIT)
-DEFAULT_SMOOTHING = 1e-5  # measured: 1e-4 can follow a different sliding path (8% off at t = 2 on the stall case)
 
 
 def check_times(t1, ts):
@@ -47,12 +46,7 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothi
     if not isinstance(solver, str) or solver not in SOLVERS:
         raise fail("solver", solver, f"one of {SOLVERS}")
     check_int("max_steps", max_steps, "an integer >= 1", lambda v: v >= 1)
-    if isinstance(smoothing, str) and smoothing == "auto":
-        eps = DEFAULT_SMOOTHING if net.activation == "relu" else None
-    elif smoothing is None or (not isinstance(smoothing, str) and smoothing == 0):
-        eps = None
-    else:
-        eps = check_real("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
+    eps = resolve_smoothing(net, smoothing)
     steady_tol = check_real("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
     solver = "rosenbrock" if solver == "auto" else solver
     return t1, default_ts(t1) if ts is None else ts, rtol, atol, solver, eps, steady_tol
