@@ -176,6 +176,20 @@ class RosenbrockW(dfx.AbstractAdaptiveSolver, dfx.AbstractImplicitSolver):
         lu, perm = self._factor(jac, h)
         return lu, perm, f_t
 
+    def _refreshed(self, s: _State, F, t0, z0, h, mask) -> _State:
+        """`s` with a new J and LU for the members where `mask` holds (all compute them: they are batched)."""
+        lu, perm, f_t = self._refresh(F, t0, z0, h)
+        keep = lambda new, old: jnp.where(mask, new, old)  # noqa: E731
+        return _State(
+            s.f0,
+            keep(lu, s.lu),
+            keep(perm, s.perm),
+            keep(f_t, s.f_t),
+            keep(h, s.h_lu),
+            jnp.where(mask, 0, s.jac_age),
+            s.n_jac + mask,
+        )
+
     def init(self, terms, t0, t1, y0, args) -> _State:
         z0, _, F = self._flat_field(terms, y0, args)
         t0 = jnp.asarray(t0, dtype=z0.dtype)
@@ -199,17 +213,7 @@ class RosenbrockW(dfx.AbstractAdaptiveSolver, dfx.AbstractImplicitSolver):
         need = (s.jac_age >= self.max_jacobian_age) | (jnp.abs(h / s.h_lu - 1.0) > self.refactor_ratio)
 
         def refresh(s):
-            lu, perm, f_t = self._refresh(F, t0, z0, h)
-            keep = lambda new, old: jnp.where(need, new, old)  # noqa: E731
-            return _State(
-                s.f0,
-                keep(lu, s.lu),
-                keep(perm, s.perm),
-                keep(f_t, s.f_t),
-                keep(h, s.h_lu),
-                jnp.where(need, 0, s.jac_age),
-                s.n_jac + need,
-            )
+            return self._refreshed(s, F, t0, z0, h, need)
 
         # decided for the whole batch under vmap (an unbatched predicate), applied per member
         s = jax.lax.cond(eqxi.unvmap_any(need), refresh, lambda s: s, s)
@@ -223,17 +227,8 @@ class RosenbrockW(dfx.AbstractAdaptiveSolver, dfx.AbstractImplicitSolver):
 
             def again(carry):
                 s, out = carry
-                lu, perm, f_t = self._refresh(F, t0, z0, h)
+                s = self._refreshed(s, F, t0, z0, h, redo)
                 keep = lambda new, old: jnp.where(redo, new, old)  # noqa: E731
-                s = _State(
-                    s.f0,
-                    keep(lu, s.lu),
-                    keep(perm, s.perm),
-                    keep(f_t, s.f_t),
-                    keep(h, s.h_lu),
-                    jnp.where(redo, 0, s.jac_age),
-                    s.n_jac + redo,
-                )
                 return s, tuple(keep(new, old) for new, old in zip(self._stages(F, t0, z0, f0, h, s), out))
 
             s, (z1, err, linear, quadratic) = jax.lax.cond(

@@ -31,7 +31,7 @@ from ._flat import flat_field
 from ._observables import observe
 from ._options import check_solve
 from ._projection import balance_law
-from ._solve import Settings, compiled_member
+from ._solve import compiled_member, settings_for
 from ._stats import RunStats, flow_stats
 from ._trajectory import Trajectory
 
@@ -112,19 +112,17 @@ def simulate(
             partial=partial,
         )
     balance0, rate = balance_law(model, state.rho_k)
-    settings = Settings(
-        model.regime,
-        model.loss,
+    settings = settings_for(
+        model,
         net,
-        eps,
-        solver,
-        rtol,
-        atol,
-        int(max_steps),
-        bool(steady_state),
-        steady_tol,
-        bool(enforce_balance),
-        balance0 is not None,
+        eps=eps,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        steady_state=steady_state,
+        steady_tol=steady_tol,
+        enforce_balance=enforce_balance,
     )
     run = compiled_member(settings, meter=dfx.TqdmProgressMeter() if progress else None)
     started = time.perf_counter()
@@ -144,7 +142,7 @@ def simulate(
         smoothing=eps,
         max_steps=int(max_steps),
         t1=t1,
-        balance_law=balance0 is not None,
+        balance_law=settings.has_balance_law,
         balance_enforced=bool(enforce_balance),
         wall_time=time.perf_counter() - started,
     )

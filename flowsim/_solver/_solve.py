@@ -21,7 +21,7 @@ from .._model import Model, Network
 from ._flat import flat_field, kink_statistics, unraveler
 from ._observables import observe_one
 from ._options import EXPLICIT
-from ._projection import project_states
+from ._projection import balance_law, project_states
 from ._rosenbrock import RosenbrockW
 from ._stats import FAILED, MAX_STEPS, NONFINITE, OK, STEADY
 
@@ -41,6 +41,27 @@ class Settings(NamedTuple):
     steady_tol: float
     enforce_balance: bool
     has_balance_law: bool
+
+
+def settings_for(
+    model: Model, net: Network, *, eps, solver, rtol, atol, max_steps, steady_state, steady_tol, enforce_balance
+) -> Settings:
+    """The :class:`Settings` of a validated solve of `model` on `net` (simulate's and sweep's)."""
+    has_law = balance_law(model, jnp.ones(net.depth))[0] is not None
+    return Settings(
+        model.regime,
+        model.loss,
+        net,
+        eps,
+        solver,
+        rtol,
+        atol,
+        int(max_steps),
+        bool(steady_state),
+        steady_tol,
+        bool(enforce_balance),
+        has_law,
+    )
 
 
 def make_solver(name: str) -> dfx.AbstractSolver:

@@ -35,9 +35,8 @@ from .._data import Dataset
 from .._errors import Checked, ResultFileError, SolveError, fail
 from .._model import Model, Network, State, check_lam, check_state
 from ._options import check_solve
-from ._projection import balance_law
 from ._result import FORMAT, FORMAT_VERSION, MEMBER_VARIABLES, SweepResult, empty_dataset, load, write_atomic
-from ._solve import BATCHING, Settings, compiled_member
+from ._solve import BATCHING, compiled_member, settings_for
 from ._stats import FAILURES, NOT_RUN, STATUS_NAMES, failure_message
 
 
@@ -198,7 +197,19 @@ def sweep(
     state_index = np.repeat(np.arange(n_states), n_lam)
     member_lam = np.tile(lams, n_states)
     member_z0 = z0s[state_index]
-    has_law = balance_law(model, jnp.ones(net.depth))[0] is not None
+    settings = settings_for(
+        model,
+        net,
+        eps=eps,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        steady_state=steady_state,
+        steady_tol=steady_tol,
+        enforce_balance=enforce_balance,
+    )
+    has_law = settings.has_balance_law
     if has_law:
         rates = {v: _with_lam(model, jnp.asarray(v)).invariant_rate() for v in lams}
         member_rate = np.array([rates[v] for v in member_lam])
@@ -218,20 +229,6 @@ def sweep(
     keep_end = bool(t1 != ts[-1])
     time_axis = np.concatenate([ts, [t1]]) if keep_end else ts
 
-    settings = Settings(
-        model.regime,
-        model.loss,
-        net,
-        eps,
-        solver,
-        rtol,
-        atol,
-        int(max_steps),
-        bool(steady_state),
-        steady_tol,
-        bool(enforce_balance),
-        has_law,
-    )
     sweep_hash = _hash(
         FORMAT_VERSION,
         model.name,
