@@ -78,7 +78,7 @@ def _network_widths(args, dim: int) -> tuple[int, ...]:
     """The network's widths: the data's dimension, then --widths (hidden widths, or all of them if it ends in 1)."""
     if args.widths is None:
         return (dim, 8, 1)
-    if len(args.widths) >= 2 and args.widths[-1] == 1:  # all the widths d_0,...,1, the form before 0.2
+    if len(args.widths) >= 2 and args.widths[-1] == 1:  # all the widths d_0,...,1: the earlier form of --widths
         if args.widths[0] != dim:
             given = ",".join(map(str, args.widths))
             hidden = ",".join(map(str, args.widths[1:-1]))
