@@ -1,6 +1,6 @@
 """Solvers: ``simulate`` (one flow) and ``sweep`` (many, vmapped and sharded), the pieces they share (options
 and save grid, the flat field, the diffrax solve, projection onto the manifolds, observables), the
-:class:`Trajectory` they return, and sweep result files."""
+[`flowsim.Trajectory`][flowsim.Trajectory] they return, and sweep result files."""
 
 from .._model import DEFAULT_SMOOTHING as DEFAULT_SMOOTHING  # kept here for the experiments
 from ._observables import observe as observe, observe_one as observe_one

@@ -21,7 +21,7 @@ def observe(model: Model, net: Network, data, ts, states: State, stats: RunStats
     - `states`: a State whose leaves are stacked over time.
     - `stats`: run facts to attach.
 
-    **Returns:** a :class:`Trajectory` with margins, loss and ρ_eq computed at every saved time.
+    **Returns:** a [`flowsim.Trajectory`][flowsim.Trajectory] with margins, loss and ρ_eq computed at every saved time.
     """
     rho = jnp.prod(states.rho_k, axis=1) if states.rho_k is not None else states.rho
     margins, loss, rho_eq = _observables(

@@ -35,7 +35,7 @@ def check_times(t1, ts):
 def check_solve(model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothing, steady_tol=1e-6):
     """Validate what every solve takes (before any tracing).
 
-    **Returns:** ``(t1, ts, rtol, atol, solver, eps, steady_tol)`` with `ts` defaulted to :func:`default_ts`,
+    **Returns:** ``(t1, ts, rtol, atol, solver, eps, steady_tol)`` with `ts` defaulted to `default_ts`,
     ``"auto"`` resolved, and `eps` the smoothing width (``None`` for the raw field).
     """
     check_model(model)

@@ -1,5 +1,5 @@
-"""Sweep result files: :class:`SweepResult` (a labelled ``xarray.Dataset``), netCDF written atomically, and
-:func:`load` with validation."""
+"""Sweep result files: [`flowsim.SweepResult`][flowsim.SweepResult] (a labelled ``xarray.Dataset``), netCDF written
+atomically, and [`flowsim.load`][flowsim.load] with validation."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ MEMBER_VARIABLES = {
 
 
 class SweepResult:
-    """The outcome of :func:`flowsim.sweep`: a labelled ``xarray.Dataset`` and helpers.
+    """The outcome of [`flowsim.sweep`][flowsim.sweep]: a labelled ``xarray.Dataset`` and helpers.
 
     ``res.ds`` has dimensions ``member``, ``time``, ``sample`` (data points), ``layer`` (per-layer models)
     and one pair ``(d_k, d_km1)`` per layer for the directions, with coordinates ``member``, ``time``,
@@ -42,7 +42,7 @@ class SweepResult:
     ``status`` (0 reached t1, 1 stopped at a steady state, 2 step limit reached, 3 non-finite values,
     4 other failure, -1 not computed yet), ``t_final``, ``steps``, ``rejected_steps``, ``jacobians``,
     ``final_speed``, ``switches``, ``pinned``, ``sliding_time``, ``norm_drift``, ``balance_drift`` and
-    ``wall_time`` (see :class:`flowsim.RunStats`). Rows after a steady-state stop hold the stopped state;
+    ``wall_time`` (see [`flowsim.RunStats`][flowsim.RunStats]). Rows after a steady-state stop hold the stopped state;
     rows after a failure are NaN. The run settings are in ``ds.attrs``.
     """
 
@@ -68,7 +68,7 @@ class SweepResult:
         return bool(np.all(self.ds["status"].values != NOT_RUN))
 
     def trajectory(self, i: Checked[int]) -> Trajectory:
-        """Member `i` as a :class:`flowsim.Trajectory`.
+        """Member `i` as a [`flowsim.Trajectory`][flowsim.Trajectory].
 
         **Arguments:**
 
@@ -130,16 +130,18 @@ class SweepResult:
 
 
 def load(path) -> SweepResult:
-    """Read a sweep result written by :meth:`SweepResult.save` or by ``fs.sweep(..., path=...)``.
+    """Read a sweep result written by [`flowsim.SweepResult.save`][flowsim.SweepResult.save] or by ``fs.sweep(...,
+    path=...)``.
 
     **Arguments:**
 
     - `path`: a netCDF file.
 
-    **Returns:** a :class:`SweepResult` (possibly partial: see :attr:`SweepResult.complete`).
+    **Returns:** a [`flowsim.SweepResult`][flowsim.SweepResult] (possibly partial: see
+    [`flowsim.SweepResult.complete`][flowsim.SweepResult.complete]).
 
-    **Raises:** :class:`flowsim.ResultFileError` when the file is missing, truncated or unreadable, is not a
-    flowsim sweep file, has another format version, or lacks variables or has inconsistent shapes.
+    **Raises:** [`flowsim.ResultFileError`][flowsim.ResultFileError] when the file is missing, truncated or unreadable,
+    is not a flowsim sweep file, has another format version, or lacks variables or has inconsistent shapes.
     """
     import xarray as xr
 

@@ -5,8 +5,8 @@ zero, and trajectories can slide along those switching surfaces, where explicit 
 (docs/theory.md, "The numerical problem"). flowsim integrates the Sotomayor–Teixeira regularization of the
 field — σ′ replaced by the smooth step ½(1 + tanh(z/ε)) in the *vector field* only, the forward pass
 unchanged — whose solutions converge to the Filippov ones as ε → 0. Its stiffness (≈ 1/ε inside the band)
-is taken by :class:`flowsim.RosenbrockW`, a compiled stiff solver that reuses its Jacobian and LU across
-steps; the whole solve is one jitted diffrax program (:func:`solve_member`), the same one every member of
+is taken by [`flowsim.RosenbrockW`][flowsim.RosenbrockW], a compiled stiff solver that reuses its Jacobian and LU across
+steps; the whole solve is one jitted diffrax program (`solve_member`), the same one every member of
 ``fs.sweep`` runs.
 """
 
@@ -58,34 +58,34 @@ def simulate(
 
     **Arguments:**
 
-    - `model`: from :func:`flowsim.load_model`.
+    - `model`: from [`flowsim.load_model`][flowsim.load_model].
     - `net`, `data`: the network and the data set (``data.dim == net.widths[0]``).
-    - `state`: the initial :class:`flowsim.State`.
+    - `state`: the initial [`flowsim.State`][flowsim.State].
     - `t1`: end time (the cap when `steady_state` is set).
     - `ts`: save times in ``[0, t1]``, increasing; default 200 times, log-spaced (plus ``t = 0``). Values
       between solver steps come from the solver's dense output.
     - `rtol`, `atol`: error tolerances of the solver.
     - `steady_state`: stop once ``‖ẋ‖ ≤ steady_tol · (1 + ‖x‖)``; the state at the stop is saved last, and
       ``stats.status == "steady_state"``.
-    - `solver`: ``"auto"`` = ``"rosenbrock"`` (:class:`flowsim.RosenbrockW`, compiled, stiff), or a diffrax
-      solver: ``"tsit5"``, ``"dopri5"``, ``"dopri8"`` (explicit), ``"kvaerno5"`` (implicit).
+    - `solver`: ``"auto"`` = ``"rosenbrock"`` ([`flowsim.RosenbrockW`][flowsim.RosenbrockW], compiled, stiff), or a
+      diffrax solver: ``"tsit5"``, ``"dopri5"``, ``"dopri8"`` (explicit), ``"kvaerno5"`` (implicit).
     - `progress`: show diffrax's progress bar; default: when ``t1 > 100``.
     - `smoothing`: width ε of the smooth step replacing σ′ in the field (``"auto"``: 1e-5 for ReLU
       networks, none for linear ones; ``None`` or 0: the raw, non-smooth field). It bounds the accuracy
       whatever `rtol`: on the benchmark's stall case the error against the ε → 0 (Filippov) flow is ≈ 20 ε,
       so narrow it, with `rtol`, for tighter answers.
-    - `max_steps`: step limit; reaching it raises :class:`flowsim.SolveError`.
+    - `max_steps`: step limit; reaching it raises [`flowsim.SolveError`][flowsim.SolveError].
     - `steady_tol`: tolerance of the steady-state test.
     - `enforce_balance`: put per-layer scales on the symbolically derived layer-balance manifold at the
       save times (the solver's own deviation is reported as ``stats.max_balance_drift`` either way);
       ``False`` returns the scales as integrated, to measure the balance law rather than impose it.
 
-    **Returns:** a :class:`flowsim.Trajectory`, whose ``stats`` (a :class:`flowsim.RunStats`) hold the
-    solver, steps, rejections, Jacobians, kinks crossed and pinned, sliding time, wall time, and the
-    manifold deviations removed by projection.
+    **Returns:** a [`flowsim.Trajectory`][flowsim.Trajectory], whose ``stats`` (a
+    [`flowsim.RunStats`][flowsim.RunStats]) hold the solver, steps, rejections, Jacobians, kinks crossed and pinned,
+    sliding time, wall time, and the manifold deviations removed by projection.
 
-    **Raises:** :class:`flowsim.SolveError` (with ``.partial``, the trajectory up to the failure) on
-    non-finite values or the step limit; :class:`flowsim.InputError` on bad arguments.
+    **Raises:** [`flowsim.SolveError`][flowsim.SolveError] (with ``.partial``, the trajectory up to the failure) on
+    non-finite values or the step limit; [`flowsim.InputError`][flowsim.InputError] on bad arguments.
     """
     t1, ts, rtol, atol, solver, eps, steady_tol = check_solve(
         model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothing, steady_tol

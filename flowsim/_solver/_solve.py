@@ -1,10 +1,10 @@
 """The one solve behind ``fs.simulate`` and every member of ``fs.sweep``.
 
-A member is one initial state and one λ. :func:`solve_member` integrates it with diffrax (flowsim's compiled
-stiff :class:`RosenbrockW` by default), saves at the requested times, stops at a steady state if asked,
-projects the saved states back onto their manifolds, and computes the observables and the run statistics,
-all in one traceable function: ``simulate`` jits it, ``sweep`` jits its ``vmap``. So a member of a sweep is
-the same computation as its single ``simulate`` run.
+A member is one initial state and one λ. `solve_member` integrates it with diffrax (flowsim's compiled stiff
+[`flowsim.RosenbrockW`][flowsim.RosenbrockW] by default), saves at the requested times, stops at a steady state if
+asked, projects the saved states back onto their manifolds, and computes the observables and the run statistics, all in
+one traceable function: ``simulate`` jits it, ``sweep`` jits its ``vmap``. So a member of a sweep is the same
+computation as its single ``simulate`` run.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Settings(NamedTuple):
 def settings_for(
     model: Model, net: Network, *, eps, solver, rtol, atol, max_steps, steady_state, steady_tol, enforce_balance
 ) -> Settings:
-    """The :class:`Settings` of a validated solve of `model` on `net` (simulate's and sweep's)."""
+    """The `Settings` of a validated solve of `model` on `net` (simulate's and sweep's)."""
     has_law = balance_law(model, jnp.ones(net.depth))[0] is not None
     return Settings(
         model.regime,
@@ -91,7 +91,7 @@ def solve_member(settings: Settings, x, y, lam, rate, z0, ts, t1, meter=None) ->
 
     **Arguments:**
 
-    - `settings`: the static :class:`Settings`.
+    - `settings`: the static `Settings`.
     - `x`, `y`: the data arrays.
     - `lam`: the member's λ; `rate`: the rate of its layer-balance law (0 where there is none).
     - `z0`: the flat initial state (``ravel_pytree`` of a State).
@@ -209,7 +209,7 @@ def compiled_member(settings: Settings, batching: str | None = None, mesh=None, 
 
     **Arguments:**
 
-    - `settings`: the static :class:`Settings`.
+    - `settings`: the static `Settings`.
     - `batching`: ``None`` for one member (``simulate``); ``"map"`` to run a device's members one after the
       other (``lax.map``: each member is the very program ``simulate`` runs, so it equals its single run
       bitwise); ``"vmap"`` to run them as one vectorized program (what an accelerator parallelizes; a

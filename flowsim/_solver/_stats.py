@@ -115,12 +115,14 @@ STATUS_NAMES = {
 FAILURES = (MAX_STEPS, NONFINITE, FAILED)
 
 
-def failure_message(status: int, t_final: float, t1: float, max_steps: int) -> str | None:
+def failure_message(status: int, t_final: float, t1: float, max_steps: int, method: str = "rosenbrock") -> str | None:
     """The sentence a failed solve reports, saying what to try (``None`` when it did not fail)."""
     if status == MAX_STEPS:
+        # explicit solvers stall where the smoothed ReLU field is stiff; the default solver is built for it
+        advice = "" if method == "rosenbrock" else ", or use the default solver (solver='auto')"
         return (
-            f"reached max_steps = {max_steps} at t = {t_final:.6g} of t1 = {t1:g}; raise max_steps, loosen "
-            "rtol/atol, or use the default solver"
+            f"reached max_steps = {max_steps} at t = {t_final:.6g} of t1 = {t1:g}; raise max_steps or loosen "
+            f"rtol/atol{advice}"
         )
     if status == NONFINITE:
         return f"non-finite vector field after t = {t_final:.6g}; reduce the initial scale or the tolerances"
@@ -145,13 +147,14 @@ def flow_stats(
     balance_enforced: bool,
     wall_time: float | None,
 ) -> RunStats:
-    """The :class:`RunStats` of one solve from its per-member outputs (shared by simulate and sweep files)."""
+    """The [`flowsim.RunStats`][flowsim.RunStats] of one solve from its per-member outputs (shared by simulate and sweep
+    files)."""
     status = int(member["status"])
     jacobians = int(member["jacobians"])
     return RunStats(
         method=method,
         status=STATUS_NAMES[status],
-        failure=failure_message(status, float(member["t_final"]), t1, max_steps),
+        failure=failure_message(status, float(member["t_final"]), t1, max_steps, method),
         steps=int(member["steps"]),
         t_final=float(member["t_final"]),
         wall_time=wall_time,

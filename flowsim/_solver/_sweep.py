@@ -2,7 +2,7 @@
 
 A sweep integrates the same problem (model, network, data) from a batch of initial States and, optionally,
 for several weight-decay strengths λ. Each member is exactly the diffrax solve that ``fs.simulate`` runs with
-the same settings: both run :func:`solve_member` (the solve, the projection, the observables and the run
+the same settings: both run `solve_member` (the solve, the projection, the observables and the run
 statistics), jitted alone for ``simulate`` and vmapped here.
 
 The batch axis is vmapped and laid out over ``jax.sharding.Mesh(jax.devices(), ("batch",))``: the same code
@@ -10,9 +10,9 @@ runs on one CPU, on forced host devices (``XLA_FLAGS=--xla_force_host_platform_d
 and on several hosts after ``jax.distributed.initialize()`` (every process runs the same script; process 0
 writes the file).
 
-Results are an ``xarray.Dataset`` wrapped in :class:`SweepResult`, saved to netCDF atomically. With
-``path=``, each finished chunk of members is written as soon as it is done, and rerunning the same sweep
-with the same path computes only the members not in the file yet.
+Results are an ``xarray.Dataset`` wrapped in [`flowsim.SweepResult`][flowsim.SweepResult], saved to netCDF atomically.
+With ``path=``, each finished chunk of members is written as soon as it is done, and rerunning the same sweep with the
+same path computes only the members not in the file yet.
 """
 
 from __future__ import annotations
@@ -135,13 +135,13 @@ def sweep(
 
     Members are vmapped and sharded over all visible devices (a mesh over the batch axis). Member ``i`` is
     the computation ``fs.simulate(model_i, net, data, states[j], t1=t1, ts=ts, ...)`` runs with the same
-    settings, where ``model_i`` has the member's λ: both run one function (:func:`solve_member`), jitted alone
+    settings, where ``model_i`` has the member's λ: both run one function (`solve_member`), jitted alone
     or vmapped.
 
     **Arguments:**
 
-    - `model`, `net`, `data`: the problem, as for :func:`flowsim.simulate`.
-    - `states`: a list of initial :class:`flowsim.State` objects, or one State stacked along a leading batch
+    - `model`, `net`, `data`: the problem, as for [`flowsim.simulate`][flowsim.simulate].
+    - `states`: a list of initial [`flowsim.State`][flowsim.State] objects, or one State stacked along a leading batch
       axis.
     - `t1`: end time; `ts`: save times in ``[0, t1]`` (default: as in ``simulate``). If the last save time
       is before `t1`, the state at `t1` is saved too, as in ``simulate``.
@@ -164,15 +164,16 @@ def sweep(
       the same `path` resumes, computing only the members not in the file yet, on any number of devices
       (the chunking is not part of the sweep's identity).
     - `progress`: show a progress bar over chunks.
-    - `throw`: raise :class:`flowsim.SolveError` when some member fails (step limit, non-finite values),
+    - `throw`: raise [`flowsim.SolveError`][flowsim.SolveError] when some member fails (step limit, non-finite values),
       with the whole result (file written) as ``.partial``; ``False``: warn, counting the failed members
       and naming the reasons, and return the result.
 
-    **Returns:** a :class:`flowsim.SweepResult` (``res.ds`` is the ``xarray.Dataset``). A failed member's
-    ``status`` says why; its rows after the failure are NaN.
+    **Returns:** a [`flowsim.SweepResult`][flowsim.SweepResult] (``res.ds`` is the ``xarray.Dataset``). A failed
+    member's ``status`` says why; its rows after the failure are NaN.
 
-    **Raises:** :class:`flowsim.InputError` on bad arguments; :class:`flowsim.ResultFileError` when `path`
-    holds a file of a different sweep (or not a sweep file); :class:`flowsim.SolveError` (see `throw`).
+    **Raises:** [`flowsim.InputError`][flowsim.InputError] on bad arguments;
+    [`flowsim.ResultFileError`][flowsim.ResultFileError] when `path` holds a file of a different sweep (or not a sweep
+    file); [`flowsim.SolveError`][flowsim.SolveError] (see `throw`).
     """
     import xarray as xr
 
@@ -348,7 +349,7 @@ def _report_failures(result: SweepResult, t1: float, max_steps: int, throw: bool
         return
     reasons = ", ".join(f"{np.sum(status == code)} {STATUS_NAMES[code]}" for code in FAILURES if np.any(status == code))
     first = int(failed[0])
-    detail = failure_message(int(status[first]), float(ds["t_final"].values[first]), t1, max_steps)
+    detail = failure_message(int(status[first]), float(ds["t_final"].values[first]), t1, max_steps, ds.attrs["solver"])
     message = (
         f"{failed.size} of {status.size} sweep members failed ({reasons}); their rows after the failure are NaN. "
         f"First, member {first}: {detail}"

@@ -12,7 +12,7 @@ from ._stats import RunStats
 
 
 class _RunFacts:
-    """A run's :class:`RunStats`, carried by a Trajectory outside its pytree.
+    """A run's [`flowsim.RunStats`][flowsim.RunStats], carried by a Trajectory outside its pytree.
 
     It flattens to no leaves and a constant auxiliary value, so Trajectories of different runs have one tree
     structure: ``jax.jit`` over them compiles once, whatever their facts. The facts are host-side metadata and
@@ -41,8 +41,8 @@ class Trajectory(eqx.Module):
     - `margins`: normalized margins ``y_n f(V; x_n)``, ``(T, N)``.
     - `loss`: the loss ``Σ_n ℓ(ρ f_n, y_n)`` plus the regularizer, ``(T,)``.
     - `rho_eq`: ρ_eq(V(t)), ``(T,)``.
-    - `stats`: the run's :class:`flowsim.RunStats` (steps, rejections, switches, pinned pre-activations,
-      why it stopped, ...), or ``None``. They are not part of the pytree (see :class:`_RunFacts`): jitting
+    - `stats`: the run's [`flowsim.RunStats`][flowsim.RunStats] (steps, rejections, switches, pinned pre-activations,
+      why it stopped, ...), or ``None``. They are not part of the pytree (see `_RunFacts`): jitting
       over Trajectories does not recompile per run.
     """
 
@@ -62,7 +62,8 @@ class Trajectory(eqx.Module):
 
     @property
     def stats(self) -> RunStats | None:
-        """The run's :class:`flowsim.RunStats` (``None`` for a Trajectory rebuilt by a JAX transformation)."""
+        """The run's [`flowsim.RunStats`][flowsim.RunStats] (``None`` for a Trajectory rebuilt by a JAX
+        transformation)."""
         return self._facts.stats
 
     def with_stats(self, stats: RunStats | None) -> "Trajectory":
