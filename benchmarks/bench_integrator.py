@@ -516,7 +516,7 @@ def write(res, quick):
         f"Machine: {res['machine']}; run {res['date']} with `python benchmarks/bench_integrator.py"
         f"{' --quick' if quick else ''}`.",
         "",
-        "Problem (design.md's stall case): widths 5-16-16-1 ReLU, 40 points (`gaussian_clusters(n=40, dim=5, "
+        "Problem (the stall case of docs/theory.md): widths 5-16-16-1 ReLU, 40 points (`gaussian_clusters(n=40, dim=5, "
         "seed=0)`), `normalized`, λ = 1e-2, ρ(0) = 0.1, `init(seed=0)`.",
         "",
         "## A. The stall, reproduced",
