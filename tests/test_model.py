@@ -451,3 +451,29 @@ def test_vector_field_is_the_field_a_solve_integrates():
     assert step == pytest.approx(float(wide.rho), rel=1e-4)
     with pytest.raises(fs.InputError, match="smoothing"):
         model.vector_field(net, data, smoothing=-1.0)
+
+
+def test_vector_field_exact_at_pinned_states_and_in_solves():
+    """smoothing=0 is the exact ε → 0 velocity, the least-norm Filippov element where pre-activations sit at zero
+    (checked against brute force, and against the ordinary field away from kinks, in test_filippov); solves
+    refuse it on ReLU nets (no event-driven integrator yet) and accept it on linear ones (no kinks)."""
+    net, data = _problem("relu")
+    model = fs.load_model("normalized", lam=0.05)
+    state, _, _ = _state(model, seed=4)
+    leaves = jax.tree_util.tree_leaves
+    # pin the first hidden unit of sample 0 exactly: remove its component along that sample's input
+    V1 = np.asarray(state.V[0]).copy()
+    x0 = np.asarray(data.x[0])
+    V1[0] -= (V1[0] @ x0) / (x0 @ x0) * x0
+    V = [V1 / np.linalg.norm(V1)] + [np.asarray(v) for v in state.V[1:]]
+    pinned_state = model.state(V=V, rho=float(state.rho))
+    m = model.vector_field(net, data, smoothing=0)(0.0, pinned_state)
+    one_sided = [model.vector_field(net, data, smoothing=None)(0.0, pinned_state)]
+    norm = lambda s: float(np.sqrt(sum(np.sum(np.asarray(a) ** 2) for a in leaves(s))))  # noqa: E731
+    assert norm(m) <= norm(one_sided[0]) + 1e-12  # the least-norm element is no longer than a one-sided field
+    with pytest.raises(fs.InputError, match="smoothing"):
+        fs.simulate(model, net, data, state, t1=1.0, smoothing=0)
+    lin = fs.Network(net.widths, "linear")
+    lin_state = model.init(lin, seed=0)
+    tr = fs.simulate(model, lin, data, lin_state, t1=0.1, smoothing=0)
+    assert tr.stats.smoothing is None

@@ -15,6 +15,12 @@ from ._field import (
     field as field,
     resolve_smoothing as resolve_smoothing,
 )
+from ._filippov import (
+    FilippovInfo as FilippovInfo,
+    exact_field as exact_field,
+    metric_norm as metric_norm,
+    pinned as pinned,
+)
 from ._load import available_models as available_models, load_model as load_model
 from ._model import Model as Model
 from ._network import Network as Network

@@ -13,16 +13,23 @@ DEFAULT_SMOOTHING = 1e-5  # measured: 1e-4 can follow a different sliding path (
 
 
 def resolve_smoothing(net: Network, smoothing) -> float | None:
-    """The smoothing width ε a `smoothing` argument means (``None``: the raw field), else an InputError.
+    """The smoothing width a `smoothing` argument means, else an InputError.
 
-    ``"auto"`` is :data:`DEFAULT_SMOOTHING` for ReLU networks and none for linear ones; ``None`` or 0 is the
-    raw, non-smooth field; a number > 0 is ε itself.
+    ``"auto"`` is ``DEFAULT_SMOOTHING`` for ReLU networks and none for linear ones; ``None`` is the raw field
+    (σ′ = 1[z > 0]); 0 is the exact ε → 0 velocity (the least-norm element of the Filippov set), returned as
+    ``0.0`` for ReLU networks (a linear network has no kinks: its raw field is exact, returned as ``None``);
+    a number > 0 is ε itself.
     """
     if isinstance(smoothing, str) and smoothing == "auto":
         return DEFAULT_SMOOTHING if net.activation == "relu" else None
-    if smoothing is None or (not isinstance(smoothing, str) and smoothing == 0):
+    if smoothing is None:
         return None
-    return check_real("smoothing", smoothing, "a width ε > 0, 0/None, or 'auto'", lambda v: v > 0)
+    value = check_real(
+        "smoothing", smoothing, "a width ε > 0, 0 (the exact flow), None (the raw field) or 'auto'", lambda v: v >= 0
+    )
+    if value == 0:
+        return 0.0 if net.activation == "relu" else None
+    return value
 
 
 def field(model, net: Network, x, y, state: State, eps: float | None = None) -> State:

@@ -17,6 +17,7 @@ from .._errors import Checked, InputError, check_int, check_real, fail
 from ._checks import check_network, check_positive, check_problem, check_state
 from ._compiled import Compiled, compiled
 from ._field import field, resolve_smoothing
+from ._filippov import exact_field
 from ._network import Network
 from ._state import State
 
@@ -196,14 +197,22 @@ class Model(eqx.Module):
         - `net`: the [`flowsim.Network`][flowsim.Network].
         - `data`: the [`flowsim.Dataset`][flowsim.Dataset]; its dimension must equal ``net.widths[0]``.
         - `smoothing`: as for ``fs.simulate``: ``"auto"`` (ε = 1e-5 for ReLU networks, none for linear ones),
-          a width ε > 0 (σ′ replaced by ½(1 + tanh(z/ε)) in the field), or ``None``/0 for the raw field
-          (σ′ = 1[z > 0]).
+          a width ε > 0 (σ′ replaced by ½(1 + tanh(z/ε)) in the field), ``None`` for the raw field
+          (σ′ = 1[z > 0]), or 0 for the exact ε → 0 velocity: where hidden pre-activations sit at zero (to
+          1e-10 relative to the layer's scale), the element of least norm, in the model's metric, of the convex
+          hull of the one-sided fields over their sign patterns (exact with one hidden layer; the multilinear
+          box relaxation, a point of that hull, with more), elsewhere the ordinary field. The metrics:
+          ``normalized`` ρ̇² + Σ_k ‖V̇_k‖²; ``unnormalized`` Σ_k ρ̇_k² + ρ_k² ‖V̇_k‖² (that of the raw
+          weights); ``weightnorm`` Σ_k ρ̇_k² + ‖V̇_k‖².
 
-        **Returns:** a function of ``(t, state)``; one forward pass and one VJP per call.
+        **Returns:** a function of ``(t, state)``: one forward pass and one VJP per call (the exact velocity
+        also solves a bounded least-squares problem over the pinned pre-activations).
         """
         check_problem(net, data)
         eps = resolve_smoothing(net, smoothing)
         x, yv = jnp.asarray(data.x), jnp.asarray(data.y)
+        if eps == 0.0:
+            return lambda t, state: exact_field(self, net, x, yv, state)
         return lambda t, state: field(self, net, x, yv, state, eps)
 
     def rho_eq(self, net: Checked[Network], data: Checked[Dataset], state: Checked[State]) -> Float[Array, ""]:
