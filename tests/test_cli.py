@@ -121,9 +121,14 @@ def test_simulate_defaults(captured):
     assert call["model"].name == "normalized" and call["model"].loss == "square" and call["net"].widths == (5, 8, 1)
 
 
-def test_simulate_smoothing_zero_is_the_raw_field(captured):
-    assert main(["simulate", "--smoothing", "0"]) == 1 and main(["simulate", "--smoothing", "none"]) == 1
-    assert captured[0]["smoothing"] is None and captured[1]["smoothing"] is None
+def test_simulate_smoothing_none_is_the_raw_field(captured):
+    assert main(["simulate", "--smoothing", "none"]) == 1 and main(["simulate", "--smoothing", "0"]) == 1
+    assert captured[0]["smoothing"] is None and captured[1]["smoothing"] == 0.0  # 0: the exact flow
+
+
+def test_simulate_smoothing_zero_on_relu_exits_2_with_the_reason(capsys):
+    assert main(["simulate", "--smoothing", "0", "--t1", "1"]) == 2
+    assert "smoothing" in capsys.readouterr().err
 
 
 def test_simulate_seed_is_a_deprecated_alias_of_both_seeds(captured, capsys):
