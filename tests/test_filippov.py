@@ -20,7 +20,8 @@ from scipy.optimize import minimize, nnls
 
 import flowsim as fs
 from flowsim._model import field
-from flowsim._model._filippov import exact_field, hull_min_norm, metric_norm, one_sided_field, pinned
+from flowsim._model._filippov import exact_field, metric_norm, one_sided_field, pinned
+from flowsim._model._hull import hull_min_norm
 
 MODELS = ("normalized", "unnormalized", "weightnorm")
 
