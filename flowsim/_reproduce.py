@@ -22,18 +22,19 @@ def reproduce(
 
     **Arguments:**
 
-    - `quick`: tiny networks and short times (about 2 minutes for all of them on two CPU cores); ``False``:
-      the full run (about 25 minutes), which wrote the repository's `figures/`.
+    - `quick`: tiny networks, short times and one data seed (about 3 minutes for all of them on two CPU
+      cores); ``False``: the full run, larger networks and longer times, every experiment repeated on the
+      data seeds 0, 1 and 2 (the verdict is their median; each seed's value and verdict are reported).
     - `out`: the folder for the figures (one PNG per experiment) and `report.md`, created if needed.
     - `only`: the experiments to run, as a list of names or one comma-separated string: ``"rho_eq"``,
       ``"margins"``, ``"norm_margin_error"``, ``"singular"``, ``"small_init"``, ``"balance"``,
-      ``"collapse"``, ``"critical"``, ``"sgd"``; default ``None``, all of them, plus the phase portraits
+      ``"collapse"``, ``"critical"``, ``"sgd"``, ``"min_norm"``; default ``None``, all of them, plus the phase portraits
       of [`flowsim.plot.save_all`][flowsim.plot.save_all].
 
     **Returns:** the list of results, in the order run. Each has `name`, `prediction`, `measurement` (the
     measured numbers, as text), `reference` (what they are compared with, and the thresholds), `verdict`
     (``"holds"``, ``"partly"`` or ``"fails"``), `figure` (the PNG's file name in `out`), `value` (the main
-    measured number) and `seconds` (its run time).
+    measured number), `seconds` (its run time) and `seeds` (``(data seed, value, verdict)`` for each seed run).
 
     **Raises:** [`flowsim.InputError`][flowsim.InputError] for an unknown experiment name or a bad argument,
     before anything runs.

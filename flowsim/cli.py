@@ -1,4 +1,4 @@
-"""The ``flowsim`` command: ``flowsim reproduce`` (the nine predictions) and ``flowsim simulate`` (one run)."""
+"""The ``flowsim`` command: ``flowsim reproduce`` (the ten predictions) and ``flowsim simulate`` (one run)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run one experiment per prediction of docs/theory.md#the-predictions (fs.reproduce), each "
         "with a measured number, a verdict from stated thresholds and a figure; write them and report.md into --out.",
     )
-    r.add_argument("--quick", action="store_true", help="tiny networks and short times (a few minutes)")
+    r.add_argument("--quick", action="store_true", help="tiny networks, short times, one data seed (about 3 minutes)")
     r.add_argument("--out", default="figures", help="output directory (default: figures/)")
     r.add_argument(
         "--only",

@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 import flowsim as fs
@@ -18,9 +19,17 @@ import flowsim as fs
 VERDICTS = ("holds", "partly", "fails")
 
 
+# The data seeds of the full run: each experiment is repeated on each, its verdict reported per seed.
+DATA_SEEDS = (0, 1, 2)
+
+
 @dataclass
 class Result:
-    """One experiment's outcome: what was measured, against what, the verdict and the figure's file name."""
+    """One experiment's outcome: what was measured, against what, the verdict and the figure's file name.
+
+    ``seeds`` holds ``(data seed, value, verdict)`` for every data seed run (the full run repeats each
+    experiment on :data:`DATA_SEEDS`); the figure and the measurement text are those of the first seed.
+    """
 
     name: str
     prediction: str
@@ -30,6 +39,7 @@ class Result:
     figure: str
     value: float = float("nan")
     seconds: float = 0.0
+    seeds: tuple = ()
 
 
 def grade(holds: bool, partly: bool) -> str:
@@ -37,33 +47,96 @@ def grade(holds: bool, partly: bool) -> str:
     return "holds" if holds else ("partly" if partly else "fails")
 
 
-def clusters_split(quick: bool):
-    """The shared clusters problem: ``(train, test)``, a stratified split of two noisy Gaussian clusters."""
-    full = fs.datasets.gaussian_clusters(n=36 if quick else 90, dim=5, seed=0, separation=2.5, noise=0.6)
-    return full.split(1 / 3, seed=0)
+def median_verdict(verdicts) -> str:
+    """The median of verdicts ordered holds > partly > fails (with three seeds: what the majority reached)."""
+    ranks = sorted(VERDICTS.index(v) for v in verdicts)
+    return VERDICTS[ranks[(len(ranks) - 1) // 2]]
+
+
+def clusters_split(quick: bool, seed: int = 0):
+    """The shared clusters problem: ``(train, test)``, a stratified split of two overlapping Gaussian clusters
+    (overlapping enough that held-out errors differ between solutions)."""
+    full = fs.datasets.gaussian_clusters(n=45 if quick else 90, dim=5, seed=seed, separation=2.0, noise=0.7)
+    return full.split(1 / 3, seed=seed)
 
 
 def clusters(quick: bool, n=None, seed=0):
     if n is None:
-        return clusters_split(quick)[0]
+        return clusters_split(quick, seed)[0]
     return fs.datasets.gaussian_clusters(n=n, dim=5, seed=seed, separation=3.0, noise=0.5)
 
 
-def digits(quick: bool):
+def digits_split(quick: bool, seed: int = 0):
+    """Digits 3 vs 8: ``(train, test)``, a random subset of the bundled images split 2:1."""
     data = fs.datasets.digits(3, 8)
-    # full: 100 images and a 64-8-8-1 net (585 coordinates), ~1 min per run to t = 2000 with ε = 1e-5; the
-    # 160-image 64-16-16-1 net (1,297 coordinates) took 640 s to reach t = 20, too slow for ten runs
-    n = 30 if quick else 100
-    idx = np.random.default_rng(0).permutation(data.n)[:n]
-    return data.subset(np.sort(idx))
+    # full: 100 training images and a 64-8-8-1 net (585 coordinates), ~1 min per run to t = 2000 with ε = 1e-5;
+    # the 160-image 64-16-16-1 net (1,297 coordinates) took 640 s to reach t = 20, too slow for ten runs
+    n = 45 if quick else 150
+    idx = np.random.default_rng(seed).permutation(data.n)[:n]
+    return data.subset(np.sort(idx)).split(1 / 3, seed=seed)
+
+
+def digits(quick: bool, seed: int = 0):
+    return digits_split(quick, seed)[0]
+
+
+def problem(name: str, quick: bool, seed: int = 0):
+    """``(net, train, test)`` of a named problem, ``"clusters"`` or ``"digits"``."""
+    if name == "clusters":
+        return (fs.Network(widths(quick)), *clusters_split(quick, seed))
+    return (fs.Network((64, 6, 1) if quick else (64, 8, 8, 1)), *digits_split(quick, seed))
+
+
+def test_error(net, V, test, sign: float = 1.0) -> float:
+    """The fraction of held-out points misclassified by ``sign(ρ f(V; x))``, `sign` the sign of ρ."""
+    f = np.sign(sign) * np.asarray(net.forward(V, jnp.asarray(test.x)))
+    return float(np.mean(np.sign(f) != test.y))
+
+
+def final_point(tr):
+    """``(|ρ|, margins, sign of ρ)`` at the end of a run: ``(ρ, V)`` and ``(−ρ, V with V_L negated)`` are the same
+    classifier, and a flow may end on either; the margins are those of the classifier ``ρ f``."""
+    rho = float(tr.rho[-1])
+    sign = 1.0 if rho >= 0 else -1.0
+    return abs(rho), sign * np.asarray(tr.margins[-1]), sign
+
+
+def fit_margins(net, V, data, margins):
+    """The margins of the fitted samples, and a description of the stuck ones.
+
+    A sample is *stuck* when its margin ``y_n f_n`` is below a tenth of the median margin: the flow has not fitted
+    it (typically its last-hidden-layer units sit at a ReLU kink, where the gradient that would fit it is cut).
+    One stuck sample would decide a minimum over all samples, so the statistics here are taken over the fitted
+    ones, and the stuck ones are counted with the number of their last-hidden-layer pre-activations at a kink
+    (``|z| ≤ 1e-4 max |z|``, i.e. within 10 ε of 0 at the default smoothing).
+
+    **Returns:** ``(fitted margins, number stuck, text)``.
+    """
+    m = np.asarray(margins, dtype=float)
+    if np.median(m) <= 0:  # not a fit at all: nothing to single out
+        return m, 0, f"no fit (median margin {np.median(m):.1e})"
+    stuck = m < 0.1 * np.median(m)
+    text = "no stuck sample"
+    if stuck.any():
+        z = np.asarray(net.preactivations(V, jnp.asarray(data.x))[-1]) if net.depth > 1 else None
+        if z is None:
+            text = f"{int(stuck.sum())} stuck (y_n f_n ≤ {m[stuck].max():.1e})"
+        else:
+            kinks = np.sum(np.abs(z[stuck]) <= 1e-4 * np.abs(z).max(), axis=1)
+            text = (
+                f"{int(stuck.sum())} stuck sample(s), y_n f_n ≤ {m[stuck].max():.1e}, with "
+                f"{', '.join(map(str, kinks))} of {z.shape[1]} last-hidden units at a kink"
+            )
+    return m[~stuck], int(stuck.sum()), text
 
 
 def widths(quick: bool, d=5):
     return (d, 8, 1) if quick else (d, 16, 16, 1)
 
 
-def t1_of(quick: bool):
-    return 200.0 if quick else 2000.0
+def t1_of(quick: bool, problem_name: str = "clusters"):
+    """The end time of a problem's runs: 200 / 2000, and 100 for the quick digits."""
+    return 100.0 if quick and problem_name == "digits" else (200.0 if quick else 2000.0)
 
 
 def run(
@@ -75,26 +148,21 @@ def run(
     scale: float = 0.5,
     rho_k: tuple | None = None,
     t1: float | None = None,
+    data_seed: int = 0,
 ):
-    """One cached flow run ``(model, net, data, trajectory)`` shared between experiments."""
-    return _run_cached(model_name, float(lam), problem, bool(quick), int(seed), float(scale), rho_k, t1)
+    """One cached flow run ``(model, net, data, trajectory)`` shared between experiments; ``seed`` is the
+    initial state's, ``data_seed`` the data's."""
+    return _run_cached(model_name, float(lam), problem, bool(quick), int(seed), float(scale), rho_k, t1, data_seed)
 
 
-@functools.lru_cache(maxsize=64)  # a full reproduce run shares fewer than 30 flows between experiments
-def _run_cached(model_name, lam, problem, quick, seed, scale, rho_k, t1):
-    if problem == "clusters":
-        data = clusters(quick)
-        net = fs.Network(widths(quick))
-    elif problem == "digits":
-        data = digits(quick)
-        net = fs.Network((64, 6, 1) if quick else (64, 8, 8, 1))
-    else:  # pragma: no cover - internal
-        raise ValueError(problem)
+@functools.lru_cache(maxsize=64)  # one data seed of a full run shares fewer than 30 flows between experiments
+def _run_cached(model_name, lam, problem_name, quick, seed, scale, rho_k, t1, data_seed):
+    net, data, _ = problem(problem_name, quick, data_seed)
     model = fs.load_model(model_name, lam=lam)
     s0 = model.init(net, seed=seed, scale=scale)
     if rho_k is not None:
         s0 = model.state(V=s0.V, rho_k=list(rho_k) + [1.0] * (net.depth - len(rho_k)))
-    t1 = t1 or (t1_of(quick) / (2 if problem == "digits" and quick else 1))
+    t1 = t1 or t1_of(quick, problem_name)
     ts = np.concatenate([[0.0], np.geomspace(1e-2, t1, 40 if quick else 120)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -102,9 +170,22 @@ def _run_cached(model_name, lam, problem, quick, seed, scale, rho_k, t1):
     return model, net, data, traj
 
 
-def save(fig, out: Path, name: str) -> str:
+def final_sweep(model, net, data, states, *, t1: float, ts=None, lam=None, scale=None, seed=None):
+    """A sweep to steady state (capped at `t1`), members one after the other; warns, not raises, on failures."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fs.sweep(
+            model, net, data, states, t1=t1, ts=ts, lam=lam, scale=scale, seed=seed, steady_state=True, throw=False
+        )
+
+
+def save(fig, out: Path, name: str, title: str | None = None) -> str:
+    """Write `fig` as ``out/name.png``; `title`, the prediction tested, goes on top."""
     fname = f"{name}.png"
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(out / fname, dpi=110)
     return fname
 

@@ -1,4 +1,4 @@
-"""Prediction 2: the margins equalize under weight decay; their spread stays wider without it."""
+"""Prediction 2: quasi-interpolation makes the margins nearly equal, ``y_n f_n ≈ 1/ρ``; the spread grows with λ."""
 
 from __future__ import annotations
 
@@ -7,41 +7,59 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import Result, grade, run, save
+import flowsim as fs
+
+from ._common import Result, clusters, final_point, final_sweep, fit_margins, grade, save, t1_of, widths
+from ._norm_margin_error import spearman
 
 
-def _cv(m):
+def cv(m) -> float:
+    """The coefficient of variation ``std/mean`` of the margins."""
+    m = np.asarray(m)
     return float(np.std(m) / max(abs(np.mean(m)), 1e-12))
 
 
-def exp_margins(quick: bool, out: Path) -> Result:
-    wd = 1e-1
-    runs = {lam: run("normalized", lam, "clusters", quick) for lam in (wd, 0.0)}
-    cv = {lam: _cv(np.asarray(r[3].margins[-1])) for lam, r in runs.items()}
-    ratio = cv[wd] / max(cv[0.0], 1e-12)
-    fig = Figure(figsize=(9, 4.2))
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, (lam, (_, _, _, tr)) in zip(axes, runs.items()):
-        idx = np.unique(np.geomspace(1, len(tr) - 1, 7).astype(int))
-        m = np.asarray(tr.margins)
-        lo, hi = m[idx].min(), m[idx].max()
-        grid = np.linspace(lo - 0.05, hi + 0.05, 200)
-        for j, i in enumerate(idx):
-            bw = 0.05 * (hi - lo + 1e-9)
-            dens = np.exp(-0.5 * ((grid[:, None] - m[i][None, :]) / bw) ** 2).sum(1)
-            dens = 0.8 * dens / dens.max()
-            ax.fill_between(grid, j, j + dens, alpha=0.6)
-            ax.text(grid[0], j + 0.2, f"t={float(tr.ts[i]):.3g}", fontsize=7)
-        ax.set_title(f"λ={lam}: CV of y_n f_n at end = {cv[lam]:.3f}")
-        ax.set_xlabel("margin y_n f_n"), ax.set_yticks([])
-    fig_name = save(fig, out, "2_margin_ridges")
+def exp_margins(quick: bool, out: Path, seed: int = 0) -> Result:
+    lams = (0.0, 1e-2, 1e-1) if quick else (0.0, 1e-3, 1e-2, 1e-1, 3e-1)
+    # separated clusters and a network wide enough to interpolate them (the 5-8-1 net of the quick problems
+    # stops at a non-interpolating critical point): the claim is about (quasi-)interpolation
+    data = clusters(quick, n=30 if quick else 60, seed=seed)
+    net = fs.Network((5, 32, 1) if quick else widths(quick))
+    model = fs.load_model("normalized", lam=lams[0])
+    t1 = 2e4 if quick else t1_of(quick)
+    res = final_sweep(model, net, data, [model.init(net, seed=0, scale=0.5)], t1=t1, lam=list(lams))
+    rows = []
+    for i, lam in enumerate(lams):
+        tr = res.trajectory(i)
+        rho, margins, _ = final_point(tr)
+        fitted, n_stuck, text = fit_margins(net, tr.final.V, data, margins)
+        rows.append((lam, cv(fitted), rho, fitted, n_stuck, text))
+    cvs = np.array([r[1] for r in rows])
+    rank = spearman(np.arange(len(lams)), cvs)
+    fig = Figure(figsize=(9.5, 3.8))
+    a, b = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    for j, (lam, c, rho, fitted, _, _) in enumerate(rows):
+        jitter = np.random.default_rng(j).uniform(-0.15, 0.15, len(fitted))
+        a.scatter(j + jitter, fitted, s=8, alpha=0.7)
+        a.plot([j - 0.3, j + 0.3], [1 / rho] * 2, "k-", lw=1.5, label=r"$1/\rho$" if j == 0 else None)
+    a.set_xticks(range(len(lams)), [f"{lam:g}" for lam in lams])
+    a.set_xlabel(r"weight decay $\lambda$"), a.set_ylabel(r"margin $y_n f_n$ (fitted samples)"), a.legend()
+    b.plot(range(len(lams)), cvs, "o-")
+    b.set_xticks(range(len(lams)), [f"{lam:g}" for lam in lams]), b.set_yscale("log")
+    b.set_xlabel(r"$\lambda$"), b.set_ylabel(r"CV of $y_n f_n$ = std/mean")
+    title = r"Prediction 2: margins $y_n f_n \approx 1/\rho$, spread growing with $\lambda$ (normalized)"
+    fig_name = save(fig, out, "2_margin_ridges", title)
+    stuck = sum(r[4] for r in rows)
+    detail = "; ".join(f"λ={lam:g}: {text}" for lam, *_, n, text in rows if n) or "no stuck sample"
     return Result(
         "margins",
-        "margins equalize under WD; spread stays wider without WD",
-        f"normalized model: CV(y_n f_n) = std/mean at the end, λ={wd}: {cv[wd]:.3f}, λ=0 = {cv[0.0]:.3f} "
-        f"(ratio {ratio:.2f})",
-        "ratio < 1 (holds: <0.8; partly: <1.0)",
-        grade(ratio < 0.8, ratio < 1.0),
+        "quasi-interpolation: margins nearly equal, y_n f_n ≈ 1/ρ; their spread small at small λ, growing with λ",
+        "normalized model, CV(y_n f_n) over fitted samples: "
+        + ", ".join(f"λ={lam:g} → {c:.3g}" for lam, c, *_ in rows)
+        + f"; Spearman(λ, CV) = {rank:.2f}; {stuck} stuck sample(s) left out ({detail})",
+        "CV ≈ 0 at λ=0, increasing in λ (holds: CV < 0.05 at the smallest λ and Spearman ≥ 0.9; "
+        "partly: CV larger at the largest λ than at the smallest)",
+        grade(cvs[0] < 0.05 and rank >= 0.9, cvs[-1] > cvs[0]),
         fig_name,
-        ratio,
+        rank,
     )

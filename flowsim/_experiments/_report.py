@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 import flowsim as fs
 
 from .._errors import InputError
 from ._balance import exp_balance
 from ._collapse import exp_collapse
-from ._common import VERDICTS, Result
+from ._common import DATA_SEEDS, VERDICTS, Result, median_verdict
 from ._critical import exp_critical
 from ._margins import exp_margins
+from ._min_norm import exp_min_norm
 from ._norm_margin_error import exp_norm_margin_error
 from ._rho_eq import exp_rho_eq
 from ._sgd_noise import exp_sgd
@@ -30,6 +34,7 @@ EXPERIMENTS = {
     "collapse": exp_collapse,
     "critical": exp_critical,
     "sgd": exp_sgd,
+    "min_norm": exp_min_norm,
 }
 
 
@@ -48,15 +53,35 @@ def select(only) -> list[str]:
     return names
 
 
-def run_one(name: str, *, quick: bool = True, out="figures") -> Result:
-    """Run one experiment, writing its figure into ``out``."""
+def run_one(name: str, *, quick: bool = True, out="figures", seeds=None) -> Result:
+    """Run one experiment on each data seed, writing the first seed's figure into ``out``.
+
+    `seeds` defaults to ``(0,)`` in the quick run and :data:`DATA_SEEDS` in the full run. With several seeds the
+    verdict is their median (holds > partly > fails) and ``Result.seeds`` lists each seed's value and verdict.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    seeds = tuple(seeds or ((0,) if quick else DATA_SEEDS))
     t0 = time.perf_counter()
-    res = EXPERIMENTS[name](quick, out)
+    res = EXPERIMENTS[name](quick, out, seed=seeds[0])
+    per_seed = [(seeds[0], res.value, res.verdict)]
+    with tempfile.TemporaryDirectory() as tmp:  # the other seeds' figures are not kept
+        for s in seeds[1:]:
+            r = EXPERIMENTS[name](quick, Path(tmp), seed=s)
+            per_seed.append((s, r.value, r.verdict))
+    res.seeds = tuple(per_seed)
+    res.verdict = median_verdict([v for *_, v in per_seed])
     res.seconds = time.perf_counter() - t0
     assert res.verdict in VERDICTS
     return res
+
+
+def _robustness(r: Result) -> str:
+    if len(r.seeds) < 2:
+        return ""
+    values = np.array([v for _, v, _ in r.seeds], dtype=float)
+    each = ", ".join(f"{s}: {v:.3g} ({verdict})" for s, v, verdict in r.seeds)
+    return f" **Per data seed** (value, verdict): {each}; spread {np.ptp(values):.2g}."
 
 
 def extra_figures(out: Path, quick: bool, echo) -> list[str]:
@@ -71,7 +96,13 @@ def write_report(results: list[Result], out: Path, *, quick: bool, extras=()) ->
     lines = [
         f"# flowsim: predictions reproduced ({'quick' if quick else 'full'} run)",
         "",
-        "Verdicts are computed from the measured numbers with the thresholds stated in the reference column.",
+        "Verdicts are computed from the measured numbers with the thresholds stated in the reference column."
+        + (
+            ""
+            if quick
+            else f" Each experiment ran on the data seeds {', '.join(map(str, DATA_SEEDS))}: the "
+            "measurement and the figure are the first seed's, the verdict is the median over the seeds."
+        ),
         "",
         "| # | prediction | measurement | reference | verdict | figure |",
         "|---|---|---|---|---|---|",
@@ -81,7 +112,7 @@ def write_report(results: list[Result], out: Path, *, quick: bool, extras=()) ->
         cells = [
             str(i),
             f"**{r.name}**: {r.prediction}",
-            r.measurement,
+            r.measurement + _robustness(r),
             r.reference,
             r.verdict,
             f"[{r.figure}]({r.figure})",

@@ -13,9 +13,9 @@ from .._discrete import stable_rank
 from ._common import Result, clusters, grade, save
 
 
-def exp_sgd(quick: bool, out: Path) -> Result:
+def exp_sgd(quick: bool, out: Path, seed: int = 0) -> Result:
     lam = 5e-2
-    data = clusters(quick, n=32 if quick else 64)
+    data = clusters(quick, n=32 if quick else 64, seed=seed)
     net = fs.Network((5, 16, 1) if quick else (5, 32, 32, 1))
     model = fs.load_model("unnormalized", lam=lam)
     s0 = model.init(net, seed=0, scale=1.0)
@@ -42,12 +42,13 @@ def exp_sgd(quick: bool, out: Path) -> Result:
     a, b_ = fig.subplots(1, 2)
     for b in batches:
         a.plot(stats[b][0], stats[b][1], lw=0.8, label=f"batch {b}" + (" (full)" if b == data.n else ""))
-    a.set_xlabel("t = lr·step"), a.set_ylabel("ρ"), a.legend(fontsize=8)
+    a.set_xlabel(r"$t = $ lr $\cdot$ step"), a.set_ylabel(r"$\rho$"), a.legend(fontsize=8)
     b_.plot(batches, [stats[b][3] for b in batches], "o-"), b_.set_xscale("log")
     b_.set_xticks(batches, [str(b) for b in batches]), b_.minorticks_off()
     b_.set_xlabel("batch size"), b_.set_ylabel("stable rank of W_1 at end")
-    fig.suptitle(f"unnormalized, λ={lam}, lr={lr}")
-    fig_name = save(fig, out, "9_sgd")
+    a.set_title(f"unnormalized, λ={lam}, lr={lr}", fontsize=9)
+    title = "Prediction 9: SGD + WD with small batches fluctuates and lowers the rank"
+    fig_name = save(fig, out, "9_sgd", title)
     return Result(
         "sgd",
         "SGD+WD, small batches: persistent fluctuation and lower-rank weights than full-batch GD",
