@@ -67,7 +67,8 @@ def exp_min_norm(quick: bool, out: Path, seed: int = 0) -> Result:
             full = fs.datasets.gaussian_clusters(n=45 if quick else 90, dim=5, seed=seed, separation=3.0, noise=0.5)
             (train, test), net = full.split(1 / 3, seed=seed), fs.Network((5, 8 if quick else 16, 1))
         else:
-            (_, train, test), net = problem(p, quick, seed), fs.Network((64, 6, 1))
+            _, train, test = problem(p, quick, seed)
+            net = fs.Network((train.x.shape[1], 6, 1))
         t1 = 1000.0 if quick else 5000.0
         for name, lam in REGIMES:
             found[p, name, lam] = min_norm_runs(name, lam, net, train, test, members=members, t1=t1, seed=seed)

@@ -20,8 +20,8 @@ from ._common import Result, final_point, final_sweep, fit_margins, grade, probl
 GROUPS = {
     True: (("normalized", (0.5, 2.0), (1e-3, 1e-2, 1e-1)), ("unnormalized", (0.1, 0.5, 2.0), (0.0, 1e-3))),
     False: (
-        ("normalized", (0.1, 0.3, 1.0, 3.0), (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
-        ("unnormalized", (0.03, 0.1, 0.3, 1.0, 3.0), (0.0, 1e-3, 1e-2)),
+        ("normalized", (0.3, 1.0, 3.0), (1e-3, 1e-2, 1e-1)),
+        ("unnormalized", (0.1, 0.5, 2.0), (0.0, 1e-3)),
     ),
 }
 

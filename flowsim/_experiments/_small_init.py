@@ -24,7 +24,7 @@ def plateau_time(ts, loss) -> float:
 
 
 def exp_small_init(quick: bool, out: Path, seed: int = 0) -> Result:
-    scales = (0.05, 0.2, 1.0, 4.0) if quick else (0.03, 0.1, 0.3, 1.0, 4.0)
+    scales = (0.05, 0.2, 1.0, 4.0) if quick else (0.03, 0.3, 4.0)
     inits = (0, 1, 2)
     t1 = 2e4
     net, data, _ = problem("clusters", quick, seed)
