@@ -42,9 +42,9 @@ class Result:
     seeds: tuple = ()
 
 
-def grade(holds: bool, partly: bool) -> str:
+def grade(holds: bool | np.bool_, partly: bool | np.bool_) -> str:
     """The verdict from two computed conditions: ``holds`` if the strict one is met, else ``partly``/``fails``."""
-    return "holds" if holds else ("partly" if partly else "fails")
+    return "holds" if bool(holds) else ("partly" if bool(partly) else "fails")
 
 
 def median_verdict(verdicts) -> str:
@@ -120,7 +120,7 @@ def fit_margins(net, V, data, margins):
     it (typically its last-hidden-layer units sit at a ReLU kink, where the gradient that would fit it is cut).
     One stuck sample would decide a minimum over all samples, so the statistics here are taken over the fitted
     ones, and the stuck ones are counted with the number of their last-hidden-layer pre-activations at a kink
-    (``|z| ≤ 1e-4 max |z|``, i.e. within 10 ε of 0 at the default smoothing).
+    (``|z| ≤ 1e-4 max |z|``, i.e. within 10 ε of 0 at the default smoothing) and below it (the unit is off).
 
     **Returns:** ``(fitted margins, number stuck, text)``.
     """
@@ -134,10 +134,13 @@ def fit_margins(net, V, data, margins):
         if z is None:
             text = f"{int(stuck.sum())} stuck (y_n f_n ≤ {m[stuck].max():.1e})"
         else:
-            kinks = np.sum(np.abs(z[stuck]) <= 1e-4 * np.abs(z).max(), axis=1)
+            tol = 1e-4 * np.abs(z).max()
+            kinks = np.sum(np.abs(z[stuck]) <= tol, axis=1)
+            dead = np.sum(z[stuck] < -tol, axis=1)
             text = (
                 f"{int(stuck.sum())} stuck sample(s), y_n f_n ≤ {m[stuck].max():.1e}, with "
-                f"{', '.join(map(str, kinks))} of {z.shape[1]} last-hidden units at a kink"
+                f"{', '.join(map(str, kinks))} of {z.shape[1]} last-hidden units at a kink and "
+                f"{', '.join(map(str, dead))} off"
             )
     return m[~stuck], int(stuck.sum()), text
 
