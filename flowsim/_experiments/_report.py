@@ -81,7 +81,7 @@ def _robustness(r: Result) -> str:
         return ""
     values = np.array([v for _, v, _ in r.seeds], dtype=float)
     each = ", ".join(f"{s}: {v:.3g} ({verdict})" for s, v, verdict in r.seeds)
-    return f" **Per data seed** (value, verdict): {each}; spread {np.ptp(values):.2g}."
+    return f"; per data seed (value, verdict): {each}; spread {np.ptp(values):.2g}"
 
 
 def extra_figures(out: Path, quick: bool, echo) -> list[str]:
