@@ -87,10 +87,6 @@ def digits_split(quick: bool, seed: int = 0):
     return project(train), project(test)
 
 
-def digits(quick: bool, seed: int = 0):
-    return digits_split(quick, seed)[0]
-
-
 def problem(name: str, quick: bool, seed: int = 0):
     """``(net, train, test)`` of a named problem, ``"clusters"`` or ``"digits"``."""
     if name == "clusters":
