@@ -50,11 +50,12 @@ def cpu(args):
     model = fs.load_model("normalized", lam=1e-2)
     states = [model.init(net, seed=k, scale=0.1) for k in range(args.members)]
     ts = np.linspace(0.0, 2.0, 21)
-    fs.simulate(model, net, data, states[0], t1=0.01, progress=False)  # compile simulate
+    short = np.linspace(0.0, 0.01, len(ts))  # the save grid's length is a compile-time setting
+    fs.simulate(model, net, data, states[0], t1=0.01, ts=short, progress=False)  # compile simulate
     t = time.perf_counter()
     singles = [fs.simulate(model, net, data, s, t1=2.0, ts=ts, progress=False) for s in states[: args.loop]]
     loop_rate = args.loop / (time.perf_counter() - t)
-    fs.sweep(model, net, data, states[: len(jax.devices())], t1=0.01)  # compile the sweep program
+    fs.sweep(model, net, data, states, t1=0.01, ts=short)  # compile the sweep program (its batch size too)
     t = time.perf_counter()
     res = fs.sweep(model, net, data, states, t1=2.0, ts=ts)
     sweep_time = time.perf_counter() - t
@@ -64,7 +65,8 @@ def cpu(args):
         "# Sweep throughput (CPU)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {len(devices)} host devices, jax {jax.__version__}; "
-        f"run {time.strftime('%Y-%m-%d')} with `python benchmarks/bench_sweep.py --members {args.members}`.",
+        f"run {time.strftime('%Y-%m-%d')} with "
+        f"`python benchmarks/bench_sweep.py --members {args.members} --loop {args.loop}`.",
         "",
         "Problem: the stall case (5-16-16-1 ReLU, 40 points, `normalized`, λ = 1e-2, ρ(0) = 0.1), seeds "
         f"0..{args.members - 1}, t1 = 2, 21 saves, default settings (RosenbrockW, ε = 1e-5, rtol 1e-6).",
