@@ -200,9 +200,11 @@ def final_sweep(model, net, data, states, *, t1: float, ts=None, lam=None, scale
 def plain_log_ticks(ax):
     """Log axes labelled at 1, 2 and 5 times the powers of ten, in plain numbers: the default minor labels
     (2×10¹, 3×10¹, …) collide on ranges of a decade or two."""
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, LogLocator, NullFormatter
 
     for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if isinstance(axis.get_major_locator(), FixedLocator):  # ticks set by hand stay
+            continue
         if axis.get_scale() == "log" and min(lim) > 0 and max(lim) / min(lim) < 100:  # wider: decades suffice
             axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(FormatStrFormatter("%g"))
