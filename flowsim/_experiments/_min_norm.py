@@ -45,7 +45,7 @@ def min_norm_runs(name, lam, net, train, test, *, members: int, t1: float, seed:
     scales = np.exp(rng.uniform(np.log(0.1), np.log(2.0), members))
     states = [model.init(net, seed=1000 * seed + i, scale=float(s)) for i, s in enumerate(scales)]
     res = final_sweep(model, net, train, states, t1=t1, ts=np.array([0.0, t1]), scale=scales)
-    ok = np.asarray(res.ds.status) <= 1
+    ok = np.isin(np.asarray(res.ds.status), (0, 1))  # reached t1 or a steady state
     out = {"rho": [], "margin": [], "error": [], "stuck": 0, "failed": int(np.sum(~ok))}
     for i in np.flatnonzero(ok):
         tr = res.trajectory(int(i))
