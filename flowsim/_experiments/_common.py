@@ -47,6 +47,18 @@ def grade(holds: bool | np.bool_, partly: bool | np.bool_) -> str:
     return "holds" if bool(holds) else ("partly" if bool(partly) else "fails")
 
 
+def spearman(a, b) -> float:
+    """Spearman rank correlation with ties averaged; NaN when either side is constant."""
+    from scipy.stats import rankdata
+
+    if len(a) < 3:
+        return float("nan")
+    ra, rb = rankdata(a), rankdata(b)
+    if np.std(ra) == 0 or np.std(rb) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def median_verdict(verdicts) -> str:
     """The median of verdicts ordered holds > partly > fails (with three seeds: what the majority reached)."""
     ranks = sorted(VERDICTS.index(v) for v in verdicts)
@@ -60,10 +72,14 @@ def clusters_split(quick: bool, seed: int = 0):
     return full.split(1 / 3, seed=seed)
 
 
-def clusters(quick: bool, n=None, seed=0):
-    if n is None:
-        return clusters_split(quick, seed)[0]
+def separated(n: int, seed: int = 0):
+    """Two well-separated Gaussian clusters of `n` points in dimension 5: data every regime can fit."""
     return fs.datasets.gaussian_clusters(n=n, dim=5, seed=seed, separation=3.0, noise=0.5)
+
+
+def clusters(quick: bool, n=None, seed=0):
+    """The shared clusters' training set, or with `n` the separated clusters of `n` points."""
+    return clusters_split(quick, seed)[0] if n is None else separated(n, seed)
 
 
 def digits_split(quick: bool, seed: int = 0):
@@ -126,10 +142,10 @@ def fit_margins(net, V, data, margins):
     stuck = m < 0.1 * np.median(m)
     text = "no stuck sample"
     if stuck.any():
-        z = np.asarray(net.preactivations(V, jnp.asarray(data.x))[-1]) if net.depth > 1 else None
-        if z is None:
+        if net.depth == 1:
             text = f"{int(stuck.sum())} stuck (y_n f_n ≤ {m[stuck].max():.1e})"
         else:
+            z = np.asarray(net.preactivations(V, jnp.asarray(data.x))[-1])
             tol = 1e-4 * np.abs(z).max()
             kinks = np.sum(np.abs(z[stuck]) <= tol, axis=1)
             dead = np.sum(z[stuck] < -tol, axis=1)

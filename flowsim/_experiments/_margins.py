@@ -9,8 +9,7 @@ from matplotlib.figure import Figure
 
 import flowsim as fs
 
-from ._common import Result, clusters, final_point, final_sweep, fit_margins, grade, save, t1_of, widths
-from ._norm_margin_error import spearman
+from ._common import Result, clusters, final_point, final_sweep, fit_margins, grade, save, spearman, t1_of, widths
 
 
 def cv(m) -> float:

@@ -18,8 +18,18 @@ from matplotlib.figure import Figure
 
 import flowsim as fs
 
-from ._common import Result, final_point, final_sweep, fit_margins, grade, problem, save, test_error
-from ._norm_margin_error import spearman
+from ._common import (
+    Result,
+    final_point,
+    final_sweep,
+    fit_margins,
+    grade,
+    problem,
+    save,
+    separated,
+    spearman,
+    test_error,
+)
 
 REGIMES = (("normalized", 1e-2), ("normalized", 0.0), ("unnormalized", 0.0))
 
@@ -64,7 +74,7 @@ def exp_min_norm(quick: bool, out: Path, seed: int = 0) -> Result:
     found = {}
     for p in problems:
         if p == "clusters":  # separated clusters: every regime can fit them
-            full = fs.datasets.gaussian_clusters(n=45 if quick else 90, dim=5, seed=seed, separation=3.0, noise=0.5)
+            full = separated(45 if quick else 90, seed)
             (train, test), net = full.split(1 / 3, seed=seed), fs.Network((5, 8 if quick else 16, 1))
         else:
             _, train, test = problem(p, quick, seed)

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 import flowsim as fs
 
-from ._common import Result, final_point, final_sweep, fit_margins, grade, problem, save, t1_of, test_error
+from ._common import Result, final_point, final_sweep, fit_margins, grade, problem, save, spearman, t1_of, test_error
 
 # (model, initial scales, λ values) of each group: the members of one sweep
 GROUPS = {
@@ -26,18 +26,6 @@ GROUPS = {
 }
 
 
-def spearman(a, b) -> float:
-    """Spearman rank correlation with ties averaged; NaN when either side is constant."""
-    from scipy.stats import rankdata
-
-    if len(a) < 3:
-        return float("nan")
-    ra, rb = rankdata(a), rankdata(b)
-    if np.std(ra) == 0 or np.std(rb) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def _group(model_name, scales, lams, problem_name, quick, seed):
     net, train, test = problem(problem_name, quick, seed)
     model = fs.load_model(model_name, lam=lams[0])
@@ -47,12 +35,12 @@ def _group(model_name, scales, lams, problem_name, quick, seed):
     for i in range(len(res)):
         tr = res.trajectory(i)
         rho, margins, sign = final_point(tr)
-        fitted, stuck, _ = fit_margins(net, tr.final.V, train, margins)
+        fitted, _, _ = fit_margins(net, tr.final.V, train, margins)
         fit = float(np.median(np.abs(rho * margins - 1.0)))
-        rows.append((rho, float(fitted.min()), test_error(net, tr.final.V, test, sign), fit, stuck))
+        rows.append((rho, float(fitted.min()), test_error(net, tr.final.V, test, sign), fit))
     rows = np.array(rows)
     near = rows[rows[:, 3] < 0.5]  # near-interpolating: median |ρ y_n f_n − 1| < 0.5
-    return rows, near, spearman(near[:, 0], near[:, 1]), spearman(near[:, 1], near[:, 2]), test.n
+    return rows, near, spearman(near[:, 0], near[:, 1]), spearman(near[:, 1], near[:, 2])
 
 
 def exp_norm_margin_error(quick: bool, out: Path, seed: int = 0) -> Result:
@@ -68,7 +56,7 @@ def exp_norm_margin_error(quick: bool, out: Path, seed: int = 0) -> Result:
         for problem_name, marker in (("clusters", "o"), ("digits", "s")):
             if (model_name, problem_name) not in found:
                 continue
-            rows, near, c_rm, c_me, n_test = found[model_name, problem_name]
+            rows, near, c_rm, c_me = found[model_name, problem_name]
             sc = ax.scatter(
                 near[:, 0], near[:, 1], c=near[:, 2], marker=marker, cmap="viridis", vmin=0, vmax=0.5, s=25,
                 label=f"{problem_name}: ρ–margin {c_rm:.2f}, margin–error {c_me:.2f}",
