@@ -46,12 +46,7 @@ def reproduce(
     if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
         raise fail("out", out, "the path of a folder")
     if only is not None:
-        names = only.split(",") if isinstance(only, str) else only
-        if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        if not isinstance(only, (str, Sequence)) or not all(isinstance(n, str) for n in only):
             raise fail("only", only, "None, a list of experiment names or a comma-separated string")
-        names = [n.strip() for n in names if n.strip()]
-        unknown = [n for n in names if n not in _experiments.EXPERIMENTS]
-        if unknown or not names:
-            raise fail("only", only, f"names among {', '.join(_experiments.EXPERIMENTS)}")
-        only = names
+        only = _experiments.select(only, argument="only")
     return _experiments.reproduce(quick=quick, out=out, only=only)

@@ -38,8 +38,9 @@ EXPERIMENTS = {
 }
 
 
-def select(only) -> list[str]:
-    """The experiment names selected by ``only`` (None, a comma-separated string or a list); InputError if unknown."""
+def select(only, argument: str = "--only") -> list[str]:
+    """The experiment names selected by ``only`` (None, a comma-separated string or a list); InputError naming
+    `argument` if one is unknown."""
     if only is None:
         return list(EXPERIMENTS)
     names = only.split(",") if isinstance(only, str) else list(only)
@@ -47,7 +48,7 @@ def select(only) -> list[str]:
     bad = [n for n in names if n not in EXPERIMENTS]
     if bad or not names:
         raise InputError(
-            f"argument `--only`: unknown experiment {', '.join(map(repr, bad)) or '(none)'}; "
+            f"argument `{argument}`: unknown experiment {', '.join(map(repr, bad)) or '(none)'}; "
             f"choose from {', '.join(EXPERIMENTS)}"
         )
     return names
