@@ -132,18 +132,19 @@ def solve_member(settings: Settings, x, y, lam, rate, z0, ts, t1, meter=None) ->
     zs = sol.ys
     finite = jnp.all(jnp.isfinite(zs), axis=1)
     stopped = sol.result == dfx.RESULTS.event_occurred
-    # The end: the stop time if the solve stopped (event, failure), else t1. After a failure diffrax reports
-    # no end state: the last finite save is how far the solve is known to have got.
+    # The end: t1, or the time the solve stopped (event or failure). A stopped solve has its end state in the
+    # first save slot past the stop (not the t1 slot), with the stop time in sol.ts: the last finite slot.
     last = jnp.max(jnp.where(finite, jnp.arange(t_rows.size), 0))
-    t_final = jnp.where(finite[-1], sol.ts[-1], t_rows[last])
-    reached = finite & (t_rows <= t_final)
-    reached = reached.at[-1].set(finite[-1])
-    z_end = zs[jnp.where(finite[-1], t_rows.size - 1, last)]
-    # Rows after a steady-state stop hold the stopped state (the flow is stationary there to steady_tol);
-    # rows after a failure are NaN, and the status says why.
+    t_final = sol.ts[last]
+    z_end = zs[last]
+    # The end row holds the end state at t_final; save rows after a steady-state stop hold the stopped state
+    # (the flow is stationary there to steady_tol); rows after a failure are NaN, and the status says why.
+    t_reached = t_rows.at[-1].set(t_final)
+    zs = zs.at[-1].set(z_end)
+    reached = (finite & (t_rows <= t_final)).at[-1].set(finite[last])
     hold = stopped & ~reached
     zs = jnp.where(reached[:, None], zs, jnp.where(hold[:, None], z_end[None, :], jnp.nan))
-    t_state = jnp.where(reached, t_rows, jnp.where(hold, t_final, jnp.nan))
+    t_state = jnp.where(reached, t_reached, jnp.where(hold, t_final, jnp.nan))
 
     unravel = unraveler(model, net)
     states = jax.vmap(unravel)(zs)
@@ -171,7 +172,6 @@ def solve_member(settings: Settings, x, y, lam, rate, z0, ts, t1, meter=None) ->
 
     # Kinks crossed between saves and pinned at the end. Sign patterns need no projection: it scales by > 0.
     raw_V = jax.vmap(lambda z: unravel(z).V)(zs)
-    t_reached = t_rows.at[-1].set(t_final)
     switches, pinned, sliding = kink_statistics(net, x, raw_V, t_reached, reached, pin_tolerance(s.eps))
 
     out = {
