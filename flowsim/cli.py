@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -180,14 +181,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _reproduce(args) -> int:
+def _use_all_cores() -> None:
+    """One JAX CPU device per core, so that sweeps run their members in parallel (each member is the same
+    program as on one device, so results do not change). Only a command-line run does this, before JAX starts
+    its backend, and never over a device count the user set in ``XLA_FLAGS``."""
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if xla_bridge.backends_are_initialized() or "xla_force_host_platform_device_count" in flags:
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
+
+
+def _reproduce(args, all_cores: bool = False) -> int:
     import flowsim as fs
 
     from . import _experiments as R
     from ._errors import InputError
 
     if args.list:
-        for name, fn in R.EXPERIMENTS.items():
+        for name in R.EXPERIMENTS:
             print(name)
         return 0
     try:
@@ -195,9 +208,15 @@ def _reproduce(args) -> int:
     except InputError as e:
         print(f"flowsim reproduce: error: {e}", file=sys.stderr)
         return 2
+    if all_cores:
+        _use_all_cores()
+    import jax
+
     t0 = time.perf_counter()
     print(
-        f"flowsim reproduce ({'quick' if args.quick else 'full'}): {len(names)} experiment(s) -> {args.out}", flush=True
+        f"flowsim reproduce ({'quick' if args.quick else 'full'}): {len(names)} experiment(s) -> {args.out}, "
+        f"sweeps on {jax.device_count()} {jax.default_backend().upper()} device(s)",
+        flush=True,
     )
     results = fs.reproduce(quick=args.quick, out=args.out, only=args.only)
     counts = {v: sum(r.verdict == v for r in results) for v in R.VERDICTS}
@@ -299,7 +318,8 @@ def main(argv=None) -> int:
     """Entry point of the ``flowsim`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "reproduce":
-        return _reproduce(args)
+        # from the command line (not from Python, where JAX may be running already), use every core
+        return _reproduce(args, all_cores=argv is None)
     return _simulate(args)
 
 

@@ -201,15 +201,20 @@ def _run_cached(model_name, lam, problem_name, quick, seed, scale, rho_k, t1, da
 # The steady-state test of the experiments' sweeps, ‖ẋ‖ ≤ STEADY_TOL (1 + ‖x‖). The default, 1e-6, stops the
 # normalized flows on their slow plateaus (measured: at t ≈ 2–11, a state still moving, on 5-12-12-1 nets).
 STEADY_TOL = 1e-9
+# Their rtol: end states to ~1e-4, far inside what the experiments resolve. Measured on the min_norm members
+# (one hidden layer, t1 = 100): rtol 1e-5 takes 40% fewer steps than the default 1e-6, and 1e-4 takes *more*
+# (steps across kinks are rejected).
+FINAL_RTOL = 1e-5
 
 
 def final_sweep(model, net, data, states, *, t1: float, ts=None, lam=None, scale=None, seed=None):
-    """A sweep to steady state (capped at `t1`), members one after the other; warns, not raises, on failures."""
+    """A sweep to steady state (capped at `t1`), members in parallel over the devices; warns, not raises, on
+    failures."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return fs.sweep(
             model, net, data, states, t1=t1, ts=ts, lam=lam, scale=scale, seed=seed, steady_state=True,
-            steady_tol=STEADY_TOL, throw=False,
+            steady_tol=STEADY_TOL, rtol=FINAL_RTOL, throw=False,
         )  # fmt: skip
 
 
