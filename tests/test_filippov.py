@@ -19,9 +19,10 @@ import pytest
 from scipy.optimize import minimize, nnls
 
 import flowsim as fs
-from flowsim._model import field
-from flowsim._model._filippov import exact_field, metric_norm, one_sided_field, pinned
+from flowsim._model import State, field
+from flowsim._model._filippov import exact_field, metric_factors, metric_norm, one_sided_field, pinned
 from flowsim._model._hull import hull_min_norm
+from flowsim._model._stratum import project_to_stratum, sliding_field
 
 MODELS = ("normalized", "unnormalized", "weightnorm")
 
@@ -346,3 +347,108 @@ def test_many_dependent_pins_match_bvls():
     assert int(info.n_pinned) == 100 and bool(info.converged) and _fractional(info) > 0
     diff = jax.tree_util.tree_map(lambda a, b: a - b, m, ref)
     assert float(metric_norm(model, net, state, diff)) < 1e-10 * float(metric_norm(model, net, state, ref))
+
+
+# ---- sliding is a projection (flowsim._model._stratum) -------------------------------------------------
+@pytest.mark.parametrize("name, seed", ONE_LAYER)
+def test_sliding_field_is_the_brute_force_minimum(name, seed):
+    """The least-norm point p of the vertex hull is the projection onto the stratum of its sliding entries of
+    any one-sided field that gives the other pinned entries p's bounds. Everything here comes from the
+    vertex fields, not from exact_field: the field is affine in each gate, B_j = F(e_j) − F(0), and by the KKT
+    conditions of min ‖F(α)‖ an entry slides (0 < α_j < 1) where ⟨B_j, p⟩ = 0, else α_j = 1[⟨B_j, p⟩ < 0]."""
+    model, net, x, y, state = exact_case(name, depth=2, seed=seed)
+    P, A = vertices(name, 0.1, state, x, y)
+    p = min_norm_point(P)
+    mask = np.zeros((len(x), net.widths[1]), bool)
+    gates = (x @ np.asarray(state.V[0]).T > 0).astype(float)
+    for j, (_, n, i) in enumerate(A):
+        B = P[2 ** (len(A) - 1 - j)] - P[0]  # the pattern with only entry j set, minus the all-zero one
+        dot = B @ p
+        mask[n, i] = abs(dot) <= 1e-9 * np.linalg.norm(B) * np.linalg.norm(p)
+        gates[n, i] = 0.5 if mask[n, i] else float(dot < 0)
+    assert 0 < mask.sum() < len(A)  # some entries slide, some leave
+    fn = jax.jit(lambda g: sliding_field(model, net, x, y, state, (jnp.asarray(mask),), (g,)))
+    assert _rel(as_raw(name, state, fn(jnp.asarray(gates))), p) < 1e-10
+    # On the sliding entries the gates do not matter: all one-sided fields share the tangent component.
+    for value in (0.0, 1.0):
+        other = fn(jnp.asarray(np.where(mask, value, gates)))
+        assert _rel(as_raw(name, state, other), p) < 1e-10
+
+
+def _raw_z(V, x):
+    z1 = x @ V[0].T
+    return jnp.concatenate([z1.ravel(), (jnp.maximum(z1, 0.0) @ V[1].T).ravel()])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_sliding_field_two_hidden_layers_is_the_g_orthogonal_projection(name):
+    """Two hidden layers, samples pinned in both: the velocity keeps every sliding z at 0, stays on the spheres,
+    and differs from the one-sided field by a G-combination of the constraint gradients (hand-written forward
+    pass, least squares in numpy)."""
+    model, net, x, y, state = exact_case(name, depth=3, seed=3, n_a=2, dup=True, h=3)
+    mask = pinned(model, net, x, state, 0.0)
+    S = np.concatenate([np.ravel(m) for m in mask])
+    assert S.sum() >= 6
+    rng = np.random.default_rng(0)
+    gates = tuple(jnp.asarray(np.where(m, rng.uniform(size=m.shape), 1.0 * (z > 0))) for m, z in zip(
+        mask, [x @ np.asarray(state.V[0]).T, np.maximum(x @ np.asarray(state.V[0]).T, 0) @ np.asarray(state.V[1]).T]
+    ))  # fmt: skip
+    v = sliding_field(model, net, x, y, state, mask, gates)
+    F = one_sided_field(model, net, x, y, state, gates)
+    hidden = [np.asarray(a) for a in state.V[:2]]
+    J = np.asarray(jax.jacfwd(lambda a, b: _raw_z([a, b], jnp.asarray(x)), argnums=(0, 1))(*hidden)[0].reshape(
+        -1, hidden[0].size
+    ))  # fmt: skip
+    J2 = np.asarray(jax.jacfwd(lambda a, b: _raw_z([a, b], jnp.asarray(x)), argnums=(0, 1))(*hidden)[1].reshape(
+        -1, hidden[1].size
+    ))  # fmt: skip
+    Jfull = np.hstack([J, J2])[S]
+    vv = np.concatenate([np.ravel(v.V[0]), np.ravel(v.V[1])])
+    ff = np.concatenate([np.ravel(F.V[0]), np.ravel(F.V[1])])
+    size = np.linalg.norm(ff)
+    assert np.max(np.abs(Jfull @ vv)) <= 1e-12 * size * np.max(np.abs(Jfull))  # sliding: ż_S = 0
+    for k in range(2):
+        assert abs(np.vdot(np.asarray(state.V[k]), np.asarray(v.V[k]))) <= 1e-13 * size  # on the spheres
+    _, g_tt = metric_factors(model, net, state)
+    Ginv = np.concatenate([np.full(hidden[k].size, float(g_tt[k])) for k in range(2)])
+    coef, *_ = np.linalg.lstsq((Ginv[:, None] * Jfull.T), ff - vv, rcond=None)
+    assert np.linalg.norm(Ginv * (Jfull.T @ coef) - (ff - vv)) <= 1e-10 * size
+    # scales and last layer are the field's
+    assert np.array_equal(np.asarray(v.V[2]), np.asarray(F.V[2]))
+
+
+def test_project_to_stratum_one_layer_is_the_row_projection():
+    """One hidden layer: each row of V_1 moves to its nearest point orthogonal to its pinned samples (numpy
+    least squares), then V_1 back to the unit sphere; the pinned pre-activations are zero to round-off."""
+    for name in MODELS:
+        model, net, x, y, state = exact_case(name, depth=2, seed=1)
+        mask = np.asarray(pinned(model, net, x, state, 0.0)[0])
+        noisy = np.asarray(state.V[0]) + 1e-6 * np.random.default_rng(1).standard_normal(state.V[0].shape)
+        noisy /= np.linalg.norm(noisy)
+        moved = State((jnp.asarray(noisy),) + tuple(state.V[1:]), state.rho, state.rho_k)
+        out = project_to_stratum(model, net, x, moved, (jnp.asarray(mask),))
+        ref = noisy.copy()
+        for i in range(ref.shape[0]):
+            X = x[mask[:, i]]
+            if len(X):
+                ref[i] -= X.T @ np.linalg.lstsq(X @ X.T, X @ ref[i], rcond=1e-12)[0]
+        ref /= np.linalg.norm(ref)
+        assert np.max(np.abs(np.asarray(out.V[0]) - ref)) < 1e-13
+        z = x @ np.asarray(out.V[0]).T
+        assert np.max(np.abs(z[mask])) < 1e-15 * np.max(np.abs(z))
+        assert np.array_equal(np.asarray(out.V[1]), np.asarray(state.V[1]))
+
+
+def test_project_to_stratum_two_layers_converges():
+    model, net, x, y, state = exact_case("normalized", depth=3, seed=3, n_a=2, dup=True, h=3)
+    mask = pinned(model, net, x, state, 0.0)
+    rng = np.random.default_rng(2)
+    V = [np.asarray(v) + 1e-6 * rng.standard_normal(v.shape) for v in state.V[:2]]
+    V = [v / np.linalg.norm(v) for v in V]
+    moved = State(tuple(jnp.asarray(v) for v in V) + (state.V[2],), state.rho, state.rho_k)
+    out = project_to_stratum(model, net, x, moved, mask)
+    z = np.asarray(_raw_z([out.V[0], out.V[1]], jnp.asarray(x)))
+    S = np.concatenate([np.ravel(m) for m in mask])
+    assert np.max(np.abs(z[S])) < 1e-14 * np.max(np.abs(z))
+    shift = max(np.linalg.norm(np.asarray(a) - b) for a, b in zip(out.V[:2], V))
+    assert shift < 1e-5  # it moved by about the perturbation, not elsewhere on the stratum

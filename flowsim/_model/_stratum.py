@@ -1,0 +1,156 @@
+"""The flow on a stratum: sliding is a projection.
+
+A stratum ``M_S = {z_j = 0, j ∈ S}`` is the set of states where the hidden pre-activations in ``S`` (the
+*sliding* set) sit at zero. The loss is continuous across the switching surfaces, so every one-sided field
+``F_s`` (any σ′ on ``S``) has the same component tangent to ``M_S``, and where the flow slides the exact
+velocity (:func:`flowsim._model.exact_field`) is that component:
+
+    ``m = P_S F_s``, with ``P_S`` the G-orthogonal projection onto ``{d : ∇z_j · d = 0, j ∈ S}``.
+
+This is the field an event-driven integrator follows between events, and :func:`project_to_stratum` is its
+drift correction. Only the directions of the hidden layers move a hidden pre-activation, and the metric is a
+multiple of the identity on each direction (``g^{θθ}_k``, :func:`metric_factors`), so in the coordinates
+``ŷ_k = V̇_k / √g^{θθ}_k`` the projection is Euclidean. The constraints of ``S`` are often dependent (duplicate
+samples, collapsed features give one constraint many times): the projection uses a rank-revealing SVD of the
+constraint Jacobian, never the inverse of its Gram matrix. On the stratum the gradient of a pinned ``z`` is
+orthogonal to the radial direction of every ``V_k`` (``z`` is homogeneous of degree 1 in each ``V_k``), so the
+projection keeps a velocity tangent to the spheres ``‖V_k‖ = 1``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ._field import field
+from ._filippov import _forward_parts, metric_factors, one_sided_field
+from ._network import Network
+from ._state import State
+
+__all__ = ["project_to_stratum", "sliding_field"]
+
+
+def _hidden_z(net: Network, x, hidden) -> Array:
+    """Every hidden pre-activation, flattened, as a function of the hidden directions ``V_1..V_{L-1}``."""
+    zs, _, _ = _forward_parts(net, tuple(hidden) + (jnp.zeros((1, hidden[-1].shape[0])),), x)
+    return jnp.concatenate([z.ravel() for z in zs])
+
+
+def _constraints(model, net: Network, x, state: State, sliding):
+    """The Jacobian of the sliding pre-activations in the coordinates ``ŷ`` (rows off ``S`` zero), its SVD's
+    right factor and singular values, and the values of those pre-activations."""
+    hidden = tuple(state.V[:-1])
+    flat0 = jnp.concatenate([v.ravel() for v in hidden])
+    sizes = [v.size for v in hidden]
+
+    def z_of(flat):
+        parts, i = [], 0
+        for v, n in zip(hidden, sizes):
+            parts.append(flat[i : i + n].reshape(v.shape))
+            i += n
+        return _hidden_z(net, x, parts)
+
+    mask = jnp.concatenate([jnp.ravel(m) for m in sliding])
+    z = z_of(flat0)
+    J = jax.jacfwd(z_of)(flat0) if flat0.size < z.size else jax.jacrev(z_of)(flat0)
+    _, g_tt = metric_factors(model, net, state)
+    col = jnp.concatenate([jnp.full(n, jnp.sqrt(g_tt[k])) for k, n in enumerate(sizes)])
+    Jt = jnp.where(mask[:, None], J * col[None, :], 0.0)
+    U, sv, Wt = jnp.linalg.svd(Jt, full_matrices=False)
+    return U, sv, Wt, col, jnp.where(mask, z, 0.0), sizes
+
+
+def _kept(sv, rank_tol):
+    return sv > rank_tol * jnp.maximum(sv[0], jnp.finfo(sv.dtype).tiny)
+
+
+def sliding_field(
+    model,
+    net: Network,
+    x: Float[Array | np.ndarray, "N d"],
+    y: Float[Array | np.ndarray, " N"],
+    state: State,
+    sliding: tuple[Bool[Array, "N _dk"], ...],
+    gates: tuple[Float[Array, "N _dk"], ...] | None = None,
+    *,
+    rank_tol: float = 1e-10,
+) -> State:
+    """The velocity of the flow sliding on the stratum of `sliding`: ``P_S F_s`` (traceable, jittable).
+
+    **Arguments:**
+
+    - `model`, `net`: the [`flowsim.Model`][flowsim.Model] and [`flowsim.Network`][flowsim.Network].
+    - `x`, `y`: the data as arrays, shapes ``(N, d_0)`` and ``(N,)``.
+    - `state`: the point (on the stratum, or within the solver's drift of it).
+    - `sliding`: one boolean mask per hidden layer, shapes ``(N, d_k)``: the pre-activations held at zero.
+    - `gates`: σ′ of every hidden pre-activation, one array per hidden layer (off `sliding` they choose the
+      one-sided field, e.g. the bound a pinned pre-activation leaves by; on `sliding` they do not matter);
+      default ``1[z > 0]``.
+    - `rank_tol`: singular values of the constraint Jacobian below ``rank_tol`` times the largest count as
+      zero (dependent constraints).
+
+    **Returns:** a [`flowsim.State`][flowsim.State] holding the time derivatives: the field's scales and last
+    layer, and the hidden directions projected.
+    """
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if net.depth < 2:
+        return field(model, net, x, y, state)
+    if gates is None:
+        zs, _, _ = _forward_parts(net, tuple(state.V), x)
+        gates = tuple((z > 0).astype(z.dtype) for z in zs)
+    base = one_sided_field(model, net, x, y, state, gates)
+    _, sv, Wt, col, _, sizes = _constraints(model, net, x, state, sliding)
+    yhat = jnp.concatenate([v.ravel() for v in base.V[:-1]]) / col
+    basis = jnp.where(_kept(sv, rank_tol)[:, None], Wt, 0.0)
+    yhat = yhat - basis.T @ (basis @ yhat)
+    out, i = [], 0
+    for v, n in zip(base.V[:-1], sizes):
+        out.append((yhat[i : i + n] * col[i : i + n]).reshape(v.shape))
+        i += n
+    return State(tuple(out) + (base.V[-1],), base.rho, base.rho_k)
+
+
+def project_to_stratum(
+    model,
+    net: Network,
+    x: Float[Array | np.ndarray, "N d"],
+    state: State,
+    sliding: tuple[Bool[Array, "N _dk"], ...],
+    *,
+    iterations: int = 3,
+    rank_tol: float = 1e-10,
+) -> State:
+    """The drift correction: the state moved back onto the stratum of `sliding` (traceable, jittable).
+
+    Each iteration takes the least-G-norm step that zeroes the linearized sliding pre-activations
+    (Gauss–Newton, ``d = −G⁻¹Jᵀ(JG⁻¹Jᵀ)⁺ z_S``) and puts each hidden ``V_k`` back on its unit sphere (a
+    positive scaling: zeros stay zeros). With one hidden layer the pre-activations are linear in ``V_1``, and
+    one iteration lands on the stratum exactly (to round-off).
+
+    **Arguments:**
+
+    - `model`, `net`: the [`flowsim.Model`][flowsim.Model] and [`flowsim.Network`][flowsim.Network].
+    - `x`: the inputs, shape ``(N, d_0)``.
+    - `state`: the point, near the stratum.
+    - `sliding`: one boolean mask per hidden layer, shapes ``(N, d_k)``.
+    - `iterations`: Gauss–Newton iterations (a fixed count, so the function is traceable).
+    - `rank_tol`: as for :func:`sliding_field`.
+
+    **Returns:** the projected [`flowsim.State`][flowsim.State] (scales and last layer unchanged).
+    """
+    x = jnp.asarray(x)
+    if net.depth < 2:
+        return state
+    for _ in range(1 if net.depth == 2 else iterations):
+        U, sv, Wt, col, z, sizes = _constraints(model, net, x, state, sliding)
+        keep = _kept(sv, rank_tol)
+        step = -col * (Wt.T @ jnp.where(keep, (U.T @ z) / jnp.where(keep, sv, 1.0), 0.0))
+        hidden, i = [], 0
+        for v, n in zip(state.V[:-1], sizes):
+            w = v + step[i : i + n].reshape(v.shape)
+            hidden.append(w / jnp.linalg.norm(w))
+            i += n
+        state = State(tuple(hidden) + (state.V[-1],), state.rho, state.rho_k)
+    return state
