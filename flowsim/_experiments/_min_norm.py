@@ -49,9 +49,8 @@ def min_norm_runs(name, lam, net, train, test, *, members: int, t1: float, seed:
     """Final ρ, minimum fitted margin and test error of `members` random starts (failed members dropped).
 
     **Returns:** a dict with arrays ``rho``, ``margin``, ``error``, ``fits`` (every training point classified
-    correctly), and the counts ``failed`` (members that did
-    not reach t1 or a steady state), ``steady`` (members stopped at a steady state before t1) and ``stuck``
-    (samples left out of the margins, over all runs).
+    correctly), and the counts ``failed`` (members that did not reach t1 or a steady state), ``steady``
+    (members stopped at a steady state before t1) and ``stuck`` (samples left out of the margins, over all runs).
     """
     model = fs.load_model(name, lam=lam)
     rng = np.random.default_rng(seed)
@@ -130,11 +129,11 @@ def exp_min_norm(quick: bool, out: Path, seed: int = 0) -> Result:
     for (p, name, lam), v in found.items():
         frac, spread = stats[p, name, lam]
         fit = fitting(v)
+        compared = "fitting the training set" if fit.sum() < fit.size or v["fits"].all() else "(too few fit: all)"
         parts.append(
-            f"{p}, {_label(name, lam)}: {100 * frac:.0f}% of the {fit.sum()} runs fitting the training set (of "
-            f"{len(v['rho'])}) within 1% of their smallest ρ {v['rho'][fit].min():.4g}, max/min {spread:.3f} (all "
-            f"runs: {100 * final_rho_stats(v['rho'])[0]:.0f}%, smallest ρ {v['rho'].min():.4g}), "
-            f"Spearman(ρ, min margin) "
+            f"{p}, {_label(name, lam)}: {100 * frac:.0f}% of the {fit.sum()} runs {compared} (of {len(v['rho'])}) "
+            f"within 1% of their smallest ρ {v['rho'][fit].min():.4g}, max/min {spread:.3f} (all runs: "
+            f"{100 * final_rho_stats(v['rho'])[0]:.0f}%, smallest ρ {v['rho'].min():.4g}), Spearman(ρ, min margin) "
             f"{spearman(v['rho'], v['margin']):.2f}, Spearman(ρ, test error) {spearman(v['rho'], v['error']):.2f}, "
             f"{v['steady']} at a steady state before t={t1:g}" + (f", {v['failed']} failed" if v["failed"] else "")
         )
