@@ -173,7 +173,8 @@ def test_reproduce_quick_end_to_end(tmp_path, monkeypatch, capsys):
     assert by_name["margins"].value == pytest.approx(1.0)  # the margins' CV grows with λ
     # the headline claim's ensemble: fractions of runs at the smallest ρ, one per regime, all measured
     m = by_name["min_norm"]
-    assert 0 < m.value <= 1 and m.measurement.count("within 1% of the smallest ρ") == 3
+    compared = "runs fitting the training set (of 32) within 1% of their smallest ρ"
+    assert 0 < m.value <= 1 and m.measurement.count(compared) == 3
     assert by_name["sgd"].value > 1.0  # late fluctuation of ρ, batch 2 over full batch
     for name in ("phase_normalized.png", "phase_unnormalized.png"):  # the 2-D phase portraits, by reproduce
         assert (tmp_path / name).read_bytes()[:8] == PNG
