@@ -185,10 +185,12 @@ def _use_all_cores() -> None:
     """One JAX CPU device per core, so that sweeps run their members in parallel (each member is the same
     program as on one device, so results do not change). Only a command-line run does this, before JAX starts
     its backend, and never over a device count the user set in ``XLA_FLAGS``."""
-    from jax._src import xla_bridge
-
+    try:  # JAX has no public test for a started backend; without this one, leave the devices alone
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:
+        return
     flags = os.environ.get("XLA_FLAGS", "")
-    if xla_bridge.backends_are_initialized() or "xla_force_host_platform_device_count" in flags:
+    if backends_are_initialized() or "xla_force_host_platform_device_count" in flags:
         return
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
 
