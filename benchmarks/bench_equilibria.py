@@ -37,7 +37,7 @@ from jax.flatten_util import ravel_pytree
 import flowsim as fs
 from flowsim._model import State
 from flowsim._model._filippov import exact_field, pinned
-from flowsim._model._stratum import project_to_stratum, sliding_field
+from flowsim._model._stratum import _hidden_z, project_to_stratum, sliding_field
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_integrator import stall_problem  # noqa: E402
@@ -77,15 +77,8 @@ def tangent_basis(net, x, state, sliding):
         e = State(tuple(v if j == k else jnp.zeros_like(v) for j, v in enumerate(state.V)), e.rho, e.rho_k)
         rows.append(np.asarray(ravel_pytree(e)[0]))
 
-    def z_of(f):
-        zs, a = [], x
-        for V in unravel(f).V[:-1]:
-            zs.append(a @ V.T)
-            a = jnp.maximum(zs[-1], 0.0)
-        return jnp.concatenate([z.ravel() for z in zs])
-
     S = np.concatenate([np.ravel(np.asarray(m)) for m in sliding])
-    J = np.asarray(jax.jacfwd(z_of)(flat))[S]
+    J = np.asarray(jax.jacfwd(lambda f: _hidden_z(net, x, unravel(f).V[:-1]))(flat))[S]
     C = np.vstack(rows + [J])
     _, sv, Wt = np.linalg.svd(C)
     rank = int(np.sum(sv > 1e-10 * sv[0]))
@@ -132,9 +125,9 @@ def main():
     S = tuple(m & (a > 1e-6) & (a < 1 - 1e-6) for m, a in zip(P, info.alpha))
     gates = tuple(jnp.where(m & ~s, jnp.round(a), a) for m, s, a in zip(P, S, info.alpha))
     bar = project_to_stratum(model, net, x, ref, S)
-    F0 = ravel_pytree(fs.load_model("normalized", lam=args.lam).vector_field(net, data)(0.0, s0))[0]
-    f_bar = ravel_pytree(sliding_field(model, net, x, y, bar, S, gates))[0]
-    moved = float(np.linalg.norm(ravel_pytree(bar)[0] - ravel_pytree(ref)[0]))
+    F0 = point(model.vector_field(net, data)(0.0, s0))
+    f_bar = point(sliding_field(model, net, x, y, bar, S, gates))
+    moved = float(np.linalg.norm(point(bar) - point(ref)))
     res["stratum"] = dict(
         pinned=int(sum(int(np.sum(m)) for m in P)), sliding=int(sum(int(np.sum(s)) for s in S)),
         pre_activations=int(sum(m.size for m in P)), converged=bool(info.converged), projection_moved=moved,
@@ -149,8 +142,7 @@ def main():
     h = 1e-6
     cols = [(np.asarray(fn(flat_bar + h * t)) - np.asarray(fn(flat_bar - h * t))) / (2 * h) for t in T.T]
     K = T.T @ np.stack(cols, axis=1)  # T → T
-    sv = np.linalg.svd(K, compute_uv=False)
-    _, _, Wt = np.linalg.svd(K)
+    _, sv, Wt = np.linalg.svd(K)
     # the differencing error: O(h²)·f''' plus round-off ~ ε_mach ‖f‖ / h
     level = 1e-6 * sv[0]
     kernel = Wt[sv.size - int(np.sum(sv <= level)) :].T if np.any(sv <= level) else np.zeros((T.shape[1], 0))

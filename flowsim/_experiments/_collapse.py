@@ -35,8 +35,8 @@ def exp_collapse(quick: bool, out: Path, seed: int = 0) -> Result:
         for j, s in enumerate(inits):
             _, net, data, tr = run("normalized", lam, "digits", quick, seed=s, data_seed=seed)
             nc1[i, j], al[i, j] = _collapse(net, tr.final.V, data)
-            if i == 0 and j == 0:
-                nc1_init = _collapse(net, tr.state(0).V, data)[0]
+    _, net, data, first = run("normalized", lams[0], "digits", quick, seed=inits[0], data_seed=seed)  # cached
+    nc1_init = _collapse(net, first.state(0).V, data)[0]
     nc1_m, al_m = nc1.mean(1), al.mean(1)
     fig = Figure(figsize=(9, 3.6))
     a, b = fig.subplots(1, 2)

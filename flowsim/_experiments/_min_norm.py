@@ -96,12 +96,13 @@ def exp_min_norm(quick: bool, out: Path, seed: int = 0) -> Result:
         t1 = 100.0
         for name, lam in REGIMES:
             found[p, name, lam] = min_norm_runs(name, lam, net, train, test, members=members, t1=t1, seed=seed)
-    stats = {k: final_rho_stats(v["rho"][fitting(v)]) for k, v in found.items()}
+    compared = {k: fitting(v) for k, v in found.items()}
+    stats = {k: final_rho_stats(v["rho"][compared[k]]) for k, v in found.items()}
     fig = Figure(figsize=(12, 3.8 * len(problems)))
     axes = np.atleast_2d(fig.subplots(len(problems), 3))
     for row, p in zip(axes, problems):
         for j, (name, lam) in enumerate(REGIMES):
-            r, fit = found[p, name, lam], fitting(found[p, name, lam])
+            r, fit = found[p, name, lam], compared[p, name, lam]
             frac, spread = stats[p, name, lam]
             label = f"{_label(name, lam)}: {100 * frac:.0f}% within 1%, max/min {spread:.2f}"
             bins = np.geomspace(r["rho"].min() * 0.98, r["rho"].max() * 1.02, 40)
@@ -128,10 +129,10 @@ def exp_min_norm(quick: bool, out: Path, seed: int = 0) -> Result:
     parts = []
     for (p, name, lam), v in found.items():
         frac, spread = stats[p, name, lam]
-        fit = fitting(v)
-        compared = "fitting the training set" if fit.sum() < fit.size or v["fits"].all() else "(too few fit: all)"
+        fit = compared[p, name, lam]
+        which = "fitting the training set" if np.array_equal(fit, v["fits"]) else "(too few fit: all)"
         parts.append(
-            f"{p}, {_label(name, lam)}: {100 * frac:.0f}% of the {fit.sum()} runs {compared} (of {len(v['rho'])}) "
+            f"{p}, {_label(name, lam)}: {100 * frac:.0f}% of the {fit.sum()} runs {which} (of {len(v['rho'])}) "
             f"within 1% of their smallest ρ {v['rho'][fit].min():.4g}, max/min {spread:.3f} (all runs: "
             f"{100 * final_rho_stats(v['rho'])[0]:.0f}%, smallest ρ {v['rho'].min():.4g}), Spearman(ρ, min margin) "
             f"{spearman(v['rho'], v['margin']):.2f}, Spearman(ρ, test error) {spearman(v['rho'], v['error']):.2f}, "
