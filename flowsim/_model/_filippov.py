@@ -185,13 +185,13 @@ class _Problem(eqx.Module):
     mask: tuple  # pinned, per hidden layer
 
 
-def _problem(model, net: Network, x, y, state: State, tol: float) -> _Problem:
+def _problem(model, net: Network, x, y, state: State, tol: float, mask=None) -> _Problem:
     V = tuple(state.V)
     zs, inputs, f = _forward_parts(net, V, x)
     rho = jnp.prod(state.rho_k) if model.per_layer else state.rho
     w = model.compiled(net).weight(rho, f, y) * jnp.ones_like(f)
     _, g_tt = metric_factors(model, net, state)
-    mask = pinned(model, net, x, state, tol)
+    mask = pinned(model, net, x, state, tol) if mask is None else tuple(mask)
     signs = tuple((z > 0).astype(z.dtype) for z in zs)
     return _Problem(V, tuple(inputs), w, jnp.sqrt(g_tt[:-1]), signs, mask)
 
@@ -392,12 +392,13 @@ def _solve(p: _Problem, scale, max_iter: int, max_inner: int, K: int):
     return signs.at[idx].set(a, mode="drop"), it, inner, jnp.maximum(lin[3], 0.0), ok
 
 
-def _buckets(M: int, max_pinned: int | None) -> tuple[int, ...]:
-    # Slot counts compiled for: 256, 512, 1024, … below M, then all M entries. lax.switch runs only the smallest
-    # that holds the pinned set (under vmap every branch runs: pass max_pinned there). Each size is compiled.
+def _buckets(M: int, max_pinned: int | None, smallest: int = 256) -> tuple[int, ...]:
+    # Slot counts compiled for: smallest, 2×, 4×, … below M, then all M entries. lax.switch runs only the
+    # smallest that holds the pinned set (under vmap every branch runs: pass max_pinned there). Each size is
+    # compiled.
     if max_pinned is not None:
         return (max(1, min(int(max_pinned), M)),)
-    sizes, k = [], 256
+    sizes, k = [], smallest
     while k < M:
         sizes.append(k)
         k *= 2
@@ -415,6 +416,8 @@ def exact_field(
     max_iter: int = 20,
     max_inner: int = 30,
     max_pinned: int | None = None,
+    pinned_mask: tuple | None = None,
+    smallest_slots: int = 256,
     return_info: bool = False,
 ):
     """The exact (ε → 0) velocity ``m(x)``: the least-G-norm element of the Filippov set (traceable, jittable).
@@ -436,6 +439,10 @@ def exact_field(
     - `max_pinned`: the number of slots ``K`` for pinned entries; ``None`` (the default) compiles a few sizes
       (256, 512, 1024, … and all entries; ~4 s of compilation each on a CPU) and runs the smallest that fits.
       Pinned entries beyond ``K`` keep σ′ = 1[z > 0] and the info reports ``converged = False``.
+    - `pinned_mask`: the pinned set itself, one boolean mask per hidden layer (overrides `tol`): an
+      event-driven integrator knows which pre-activations sit at zero better than a tolerance does.
+    - `smallest_slots`: the smallest slot count compiled (then twice that, and so on): small for a caller
+      that usually pins few pre-activations, such as an event-driven integrator.
     - `return_info`: also return a :class:`FilippovInfo`.
 
     **Returns:** a :class:`flowsim.State` holding the time derivatives, or ``(State, FilippovInfo)``.
@@ -448,10 +455,10 @@ def exact_field(
         z = jnp.asarray(0)
         info = FilippovInfo((), (), z, z, z, jnp.asarray(0.0), jnp.asarray(0.0), jnp.asarray(True))
         return base, info
-    p = _problem(model, net, x, y, state, tol)
+    p = _problem(model, net, x, y, state, tol, pinned_mask)
     n_pinned = sum(jnp.sum(m) for m in p.mask)
     scale = metric_norm(model, net, state, base)
-    sizes = _buckets(sum(m.size for m in p.mask), max_pinned)
+    sizes = _buckets(sum(m.size for m in p.mask), max_pinned, smallest_slots)
     branches = [functools.partial(_solve, max_iter=max_iter, max_inner=max_inner, K=K) for K in sizes]
     which = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), n_pinned), len(sizes) - 1)
     a, it, inner, gap, ok = jax.lax.switch(which, branches, p, scale)

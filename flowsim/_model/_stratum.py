@@ -19,6 +19,7 @@ projection keeps a velocity tangent to the spheres ``‖V_k‖ = 1``.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,3 +155,43 @@ def project_to_stratum(
             i += n
         state = State(tuple(hidden) + (state.V[-1],), state.rho, state.rho_k)
     return state
+
+
+# ---- one hidden layer: the strata are linear in V_1 --------------------------------------------------------
+# With one hidden layer the constraint of a pinned z_{n,i} = V_1[i] · x_n has the normal e_i x_nᵀ, which does
+# not depend on the state: on a stratum the projection P_S is a fixed per-unit projection, row i of V̇_1 losing
+# its component in span{x_n : (n, i) sliding}. So a segment of the exact flow with its sliding set S and the
+# gates g of the other pre-activations fixed is the smooth field P_S F_g, whose Jacobian is P_S ∂F_g: a stiff
+# solver needs no derivative of a factorization, and every stage of a Rosenbrock step stays in range(P_S),
+# so the sliding pre-activations stay at zero to rounding without a drift correction.
+class UnitBases(eqx.Module):
+    """Per hidden unit ``i``, an orthonormal basis of ``span{x_n : (n, i) sliding}`` (one hidden layer), from
+    the SVD ``X_i = U_i diag(s_i) W_i`` of the inputs with the rows of the other samples zeroed."""
+
+    U: Float[Array, "d1 N k"]
+    s: Float[Array, "d1 k"]
+    W: Float[Array, "d1 k d0"]
+    keep: Bool[Array, "d1 k"]  # the singular directions kept (dependent samples give zeros)
+
+
+def unit_bases(x: Float[Array, "N d0"], sliding: Bool[Array, "N d1"], rank_tol: float = 1e-10) -> UnitBases:
+    """The :class:`UnitBases` of the sliding set `sliding` (traceable)."""
+    X = jnp.where(sliding.T[:, :, None], jnp.asarray(x)[None], 0.0)
+    U, s, W = jnp.linalg.svd(X, full_matrices=False)
+    keep = s > rank_tol * jnp.maximum(s[:, :1], jnp.finfo(s.dtype).tiny)
+    return UnitBases(U, s, W, keep)
+
+
+def _normal_part(bases: UnitBases, rows):
+    return jnp.where(bases.keep, jnp.einsum("ikd,id->ik", bases.W, rows), 0.0)
+
+
+def project_rows(bases: UnitBases, rows: Float[Array, "d1 d0"]) -> Float[Array, "d1 d0"]:
+    """Row ``i`` of `rows` without its component in ``span{x_n : (n, i) sliding}``: ``P_S`` on ``V_1``."""
+    return rows - jnp.einsum("ik,ikd->id", _normal_part(bases, rows), bases.W)
+
+
+def sample_coefficients(bases: UnitBases, rows: Float[Array, "d1 d0"]) -> Float[Array, "N d1"]:
+    """``β`` with ``(I − P_S) rows[i] = Σ_n β_{n,i} x_n`` over the sliding ``(n, i)``, of least norm."""
+    c = _normal_part(bases, rows) / jnp.where(bases.keep, bases.s, 1.0)
+    return jnp.einsum("ink,ik->ni", bases.U, c)

@@ -1,0 +1,448 @@
+"""The exact ReLU flow (ε → 0), event-driven: smooth segments on strata, the mode chosen again at each event.
+
+The exact velocity is the least-G-norm element of the Filippov set (`exact_field`). Between events it is a
+smooth field: with the *mode* fixed — the sliding set ``S`` (pre-activations held at zero) and the gate σ′ of
+every other pre-activation — it is ``P_S F_g``, the one-sided field projected onto the stratum (`_stratum`).
+A segment is integrated by the stiff solver until an event:
+
+- a free pre-activation reaches zero (its signed distance ``±z / (‖V_1‖ ‖x_n‖)`` crosses 0): it crosses,
+  enters ``S``, or leaves again;
+- a sliding one's multiplier ``α ∈ [0, 1]`` (its σ′ in the Filippov combination) reaches a bound: it leaves
+  ``S`` to the side of that bound;
+- the speed falls below the steady-state tolerance.
+
+The event time is located by bisection on the step's dense output. There the mode is chosen again from the
+exact velocity ``m`` (a bounded least squares over the pinned pre-activations): a pinned pre-activation slides
+if ``m`` keeps it at zero, else it leaves to the side ``m`` moves it to; the state is projected onto the new
+stratum. One hidden layer: the strata are then linear in ``V_1`` (see ``_stratum``).
+"""
+
+from __future__ import annotations
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Bool, Float
+
+from .._model import Model, Network, State
+from .._model._filippov import _forward_parts, _problem, exact_field, one_sided_field
+from .._model._stratum import UnitBases, project_rows, sample_coefficients, unit_bases
+from ._flat import unraveler
+from ._rosenbrock import RosenbrockW
+
+# A pre-activation that left a stratum at a segment's start sits at |z| ≲ rounding; its distance counts from
+# this offset, so the event does not fire on the first step.
+RELEASE_OFFSET = 1e-9
+# At an event: |z| below this (relative, as in `pinned`) counts as at zero; |ż| below this (relative to
+# ‖V̇_1‖ ‖x_n‖) as held at zero; α within this of a bound as at the bound.
+EVENT_TOL = 1e-8
+
+
+class Mode(eqx.Module):
+    """What stays fixed along a segment (one hidden layer, shapes ``(N, d_1)``)."""
+
+    sliding: Bool[Array, "N d1"]
+    gates: Float[Array, "N d1"]  # σ′ off the sliding set (0 on it: P_S removes what it would add)
+    released: Bool[Array, "N d1"]  # left the stratum at the segment's start, to the side of its gate
+    bases: UnitBases
+
+
+def _scales(V1, x):
+    return jnp.linalg.norm(V1) * jnp.linalg.norm(x, axis=1)[:, None]
+
+
+def segment_field(model, net, x, y, state: State, mode: Mode) -> State:
+    """``P_S F_g``: the exact velocity along a segment with `mode`."""
+    base = one_sided_field(model, net, x, y, state, (mode.gates,))
+    return State((project_rows(mode.bases, base.V[0]), base.V[1]), base.rho, base.rho_k)
+
+
+def multipliers(model, net, x, y, state: State, mode: Mode) -> Float[Array, "N d1"]:
+    """σ′ of each sliding pre-activation in the Filippov combination that ``P_S F_g`` is.
+
+    A gate moves row ``i`` of ``V̇_1`` by ``−g^{θθ} u_{n,i} x_n`` (``u`` the backpropagated signal), and sliding
+    needs those moves to cancel the normal part of ``F_g``'s row: ``Σ_n α_{n,i} g^{θθ} u_{n,i} x_n =
+    (I − P_S) V̇_1[i]``. Off the sliding set: 0.5 (never at a bound).
+    """
+    base = one_sided_field(model, net, x, y, state, (mode.gates,))
+    beta = sample_coefficients(mode.bases, base.V[0])
+    p = _problem(model, net, x, y, state, 0.0, (mode.sliding,))
+    u = p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
+    alpha = beta / jnp.where(u != 0, u, 1.0)
+    return jnp.where(mode.sliding, jnp.where(u != 0, alpha, -1.0), 0.5)
+
+
+def distance(model, net, x, y, state: State, mode: Mode) -> Float[Array, ""]:
+    """The event function: the least of the free pre-activations' signed distances to zero (their side is
+    their gate's) and the sliding ones' multipliers' distances to the bounds of [0, 1]."""
+    zs, _, _ = _forward_parts(net, state.V, x)
+    side = 2.0 * mode.gates - 1.0
+    free = side * zs[0] / _scales(state.V[0], x) + jnp.where(mode.released, RELEASE_OFFSET, 0.0)
+    alpha = multipliers(model, net, x, y, state, mode)
+    bound = jnp.minimum(alpha, 1.0 - alpha)
+    return jnp.min(jnp.where(mode.sliding, bound, free))
+
+
+def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mode, State, object]:
+    """The mode at an event: from the exact velocity with `candidates` pinned, which of them slide.
+
+    **Arguments:**
+
+    - `candidates`: the pre-activations at zero (the state is on their stratum).
+    - `exiting`: per pre-activation, the bound (0 or 1) its multiplier reached at this event, else -1: such
+      a pre-activation leaves to that side even though ``m`` does not move it yet (it leaves tangentially).
+
+    **Returns:** ``(mode, m, info)``: the new `Mode`, the exact velocity and its `FilippovInfo`.
+    """
+    # few pre-activations are pinned at most events: small slot counts first (16, 64, 256, …)
+    m, info = exact_field(model, net, x, y, state, pinned_mask=(candidates,), smallest_slots=16, return_info=True)
+    zs, _, _ = _forward_parts(net, state.V, x)
+    zdot = x @ m.V[0].T
+    held = jnp.abs(zdot) <= EVENT_TOL * _scales(m.V[0], x)
+    p = _problem(model, net, x, y, state, 0.0, (candidates,))
+    u = jnp.abs(p.w[:, None] * state.V[1][0][None, :])
+    # A gate that moves nothing (u = 0) constrains nothing: such a pre-activation is free, not sliding.
+    acts = u > EVENT_TOL * jnp.max(u)
+    sliding = candidates & held & acts & (exiting < 0)
+    leave_up = jnp.where(held, exiting == 1, zdot > 0)
+    gates = jnp.where(candidates, leave_up, zs[0] > 0).astype(x.dtype)
+    gates = jnp.where(sliding, 0.0, gates)
+    mode = Mode(sliding, gates, candidates & ~sliding, unit_bases(x, sliding))
+    return mode, m, info
+
+
+def project_onto(state: State, x, sliding) -> State:
+    """The state moved back onto the stratum of `sliding` (least-norm change of ``V_1``, then renormalized)."""
+    V1 = state.V[0]
+    z = jnp.where(sliding, x @ V1.T, 0.0)
+    bases = unit_bases(x, sliding)
+    # rows: V_1[i] − Σ_n β_{n,i} x_n with Σ_n β x_n the least-norm row correction zeroing z_{·,i}
+    c = jnp.einsum("ink,ni->ik", bases.U, z) / jnp.where(bases.keep, bases.s, 1.0)
+    V1 = V1 - jnp.einsum("ik,ikd->id", jnp.where(bases.keep, c, 0.0), bases.W)
+    return State((V1 / jnp.linalg.norm(V1), state.V[1]), state.rho, state.rho_k)
+
+
+# ---- the compiled event loop ------------------------------------------------------------------------------
+_MAX_JACOBIAN_AGE = 20  # as RosenbrockW's default
+_REFACTOR_RATIO = 2.0
+_LOCATE_ITERATIONS = 30  # regula falsi (Illinois) on the step's dense output, to a quarter of EVENT_TOL
+_REDO_ITERATIONS = 8  # then on steps redone from the step's start: the event state at the step's own accuracy
+_AIM = 0.5 * EVENT_TOL  # the located event lies in [−EVENT_TOL, 0]: aim at its middle
+
+RUNNING, REACHED, STEADY_STOP, MAX_STEPS_STOP, NONFINITE_STOP, MAX_EVENTS_STOP = range(6)
+
+
+class _Loop(eqx.Module):
+    t: Array
+    z: Array
+    h: Array
+    mode: Mode
+    f0: Array  # the segment field at (t, z)
+    d0: Array  # the event function at (t, z)
+    lu: Array
+    perm: Array
+    h_lu: Array
+    jac_age: Array
+    saves: Array
+    counts: Array  # steps, rejected, jacobians, crossings, entries, exits, events, unconverged, max sliding
+    sliding_time: Array
+    status: Array
+
+
+_COUNTS = ("steps", "rejected_steps", "jacobians", "crossings", "entries", "exits", "events",
+           "unconverged_selections", "max_sliding", "missed_locations", "inconsistent_modes")  # fmt: skip
+
+
+def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol):
+    """Regula falsi (Illinois) on a bracket ``[lo, hi]`` of a sign change of `g` (``g_lo > 0 ≥ g_hi``) until
+    ``|g| ≤ tol`` or `iterations`; returns the last point tried (``hi`` if none)."""
+
+    def cond(c):
+        i, *_, g_m = c
+        return (i < iterations) & (jnp.abs(g_m) > tol)
+
+    def body(c):
+        i, lo, g_lo, hi, g_hi, side, _, _ = c
+        m = jnp.clip(hi - g_hi * (hi - lo) / (g_hi - g_lo), lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))
+        gm = g(m)
+        up = gm > 0  # the root is above m
+        # Illinois: halve the value kept at the end that did not move twice in a row
+        g_hi = jnp.where(up & (side == 1), 0.5 * g_hi, g_hi)
+        g_lo = jnp.where(~up & (side == -1), 0.5 * g_lo, g_lo)
+        return (i + 1, jnp.where(up, m, lo), jnp.where(up, gm, g_lo), jnp.where(up, hi, m),
+                jnp.where(up, g_hi, gm), jnp.where(up, 1, -1), m, gm)  # fmt: skip
+
+    out = jax.lax.while_loop(cond, body, (0, lo, g_lo, hi, g_hi, 0, hi, g_hi))
+    return out[-2]
+
+
+def exact_member(
+    model,
+    net: Network,
+    x,
+    y,
+    z0,
+    ts,
+    t1,
+    *,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    max_events: int,
+    steady_tol: float | None,
+) -> dict:
+    """Integrate the exact flow of one member (traceable: one ``lax.while_loop``; one hidden layer).
+
+    The segments are RosenbrockW steps on ``P_S F_g``; the Jacobian and its LU are kept across events (a
+    W-method allows any matrix; each event only marks them for a rebuild at the next step), and so is the step
+    size. A step whose end has crossed the event function's zero is redone to the event: the crossing is
+    located on the step's dense output, then refined on steps redone from the step's start.
+
+    **Returns:** a dict: ``saves`` (the flat states at `ts`, NaN where not reached), ``t_final``, ``z_final``,
+    ``status`` (see the module's constants), the counts of `_COUNTS`, and ``sliding_time``.
+    """
+    unravel = unraveler(model, net)
+    ros = RosenbrockW(jacobian="rev", retry=False)
+    dtype = z0.dtype
+    ts = jnp.asarray(ts, dtype)
+    t1 = jnp.asarray(t1, dtype)
+
+    def field_of(mode):
+        return lambda t, z: ravel_pytree(segment_field(model, net, x, y, unravel(z), mode))[0]
+
+    def dist(z, mode):
+        return distance(model, net, x, y, unravel(z), mode)
+
+    def factor(F, t, z, h):
+        jac = jax.jacrev(lambda z_: F(t, z_))(z)
+        return ros._factor(jac, h)
+
+    z0s = unravel(z0)
+    state, mode = initial_mode(model, net, x, y, z0s)
+    z = ravel_pytree(state)[0]
+    F = field_of(mode)
+    f0 = F(0.0, z)
+    h0 = jnp.minimum(t1, 1e-2 * (1.0 + jnp.linalg.norm(z)) / jnp.maximum(jnp.linalg.norm(f0), 1e-300))
+    lu, perm = factor(F, 0.0, z, h0)
+    zeros = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1)
+    init = _Loop(
+        jnp.asarray(0.0, dtype), z, h0, mode, f0, dist(z, mode), lu, perm, h0, jnp.asarray(0),
+        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), zeros.at[8].set(jnp.sum(mode.sliding)),
+        jnp.asarray(0.0, dtype), jnp.asarray(RUNNING),
+    )  # fmt: skip
+
+    def cond(c):
+        return c.status == RUNNING
+
+    def body(c: _Loop) -> _Loop:
+        F = field_of(c.mode)
+        h = jnp.minimum(c.h, t1 - c.t)
+        need = (c.jac_age >= _MAX_JACOBIAN_AGE) | (jnp.abs(h / c.h_lu - 1.0) > _REFACTOR_RATIO)
+        lu, perm = jax.lax.cond(need, lambda: factor(F, c.t, c.z, h), lambda: (c.lu, c.perm))
+        h_lu = jnp.where(need, h, c.h_lu)
+        rs = ros_state(c.f0, lu, perm, h_lu)
+
+        def step(h_):
+            return ros._stages(F, c.t, c.z, c.f0, h_, rs)
+
+        z1, err, lin, quad = step(h)
+        scale = atol + rtol * jnp.maximum(jnp.abs(c.z), jnp.abs(z1))
+        ratio = jnp.sqrt(jnp.mean((err / scale) ** 2))
+        ok = jnp.isfinite(ratio) & (ratio <= 1.0)
+        d1 = dist(z1, c.mode)
+        event = ok & (d1 < 0) & (c.d0 + _AIM > 0)
+
+        def locate():
+            # The step is redone to land in [−EVENT_TOL, 0] of the event function: aim at its middle, first on the
+            # dense output, then by regula falsi (Illinois) on steps redone from the step's start.
+            g = lambda z_: dist(z_, c.mode) + _AIM  # noqa: E731
+            guess = _illinois(lambda th: g(c.z + th * (lin + th * quad)), 0.0, c.d0 + _AIM, 1.0, d1 + _AIM,
+                              _LOCATE_ITERATIONS, 0.5 * _AIM)  # fmt: skip
+
+            def redo(r):
+                i, h_lo, g_lo, h_hi, g_hi, side, best = r
+                m = jnp.where(i == 0, guess * h, h_hi - g_hi * (h_hi - h_lo) / (g_hi - g_lo))
+                m = jnp.clip(m, h_lo + 1e-6 * (h_hi - h_lo), h_hi)
+                out = step(m)
+                gm = g(out[0])
+                found = (best[0] == 0) & (jnp.abs(gm) <= _AIM)
+                best = jax.tree_util.tree_map(lambda a, b: jnp.where(found, a, b), (m, *out), best)
+                up = gm > 0
+                g_hi = jnp.where(up & (side == 1), 0.5 * g_hi, g_hi)
+                g_lo = jnp.where(~up & (side == -1), 0.5 * g_lo, g_lo)
+                return (i + 1, jnp.where(up, m, h_lo), jnp.where(up, gm, g_lo), jnp.where(up, h_hi, m),
+                        jnp.where(up, g_hi, gm), jnp.where(up, 1, -1), best)  # fmt: skip
+
+            best0 = (jnp.asarray(0.0, dtype), z1, err, lin, quad)
+            init = (0, 0.0 * h, c.d0 + _AIM, h, d1 + _AIM, jnp.asarray(0), best0)
+            _, h_lo, g_lo, h_hi, g_hi, _, best = jax.lax.while_loop(
+                lambda r: (r[0] < _REDO_ITERATIONS) & (r[-1][0] == 0), redo, init
+            )
+            # none landed in the window: the bracket's end past the event (the projection then absorbs the miss)
+            fallback = (h_hi, *step(h_hi))
+            located = best[0] > 0
+            out = jax.tree_util.tree_map(lambda a, b: jnp.where(located, a, b), best, fallback)
+            return out, ~located
+
+        (h_acc, z_acc, _, lin, quad), missed = jax.lax.cond(
+            event, locate, lambda: ((h, z1, err, lin, quad), jnp.asarray(False))
+        )
+        t_new = c.t + h_acc
+        theta = (ts - c.t) / h_acc
+        put = ok & (ts > c.t) & (ts <= t_new)
+        saves = jnp.where(put[:, None], c.z + theta[:, None] * (lin + theta[:, None] * quad), c.saves)
+
+        def at(z_acc):
+            return _event_update(model, net, x, y, z_acc, c.mode)
+
+        def none(z_acc):
+            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(True)
+
+        z_new, mode_new, kinds, converged = jax.lax.cond(event, at, none, z_acc)
+
+        F_new = field_of(mode_new)
+        f_new = jax.lax.cond(event, lambda: F_new(t_new, z_new), lambda: F(t_new, z_acc))
+        d_new = jax.lax.cond(event, lambda: dist(z_new, mode_new), lambda: d1)
+
+        fac = jnp.clip(0.9 * jnp.where(ratio > 0, ratio, 1e-10) ** (-1.0 / 3.0), 0.2, 3.0)
+        h_next = jnp.where(ok, h * fac, h * jnp.minimum(fac, 0.9))
+        counts = (
+            c.counts.at[0]
+            .add(ok.astype(jnp.int32))
+            .at[1]
+            .add((~ok).astype(jnp.int32))
+            .at[2]
+            .add(need.astype(jnp.int32))
+        )
+        counts = counts.at[3:6].add(jnp.where(event, kinds, 0)).at[6].add(event.astype(jnp.int32))
+        counts = counts.at[7].add((event & ~converged).astype(jnp.int32))
+        counts = counts.at[8].max(jnp.sum(mode_new.sliding)).at[9].add((event & missed).astype(jnp.int32))
+        counts = counts.at[10].add((event & (d_new + _AIM <= 0)).astype(jnp.int32))
+        sliding_time = c.sliding_time + jnp.where(ok & jnp.any(c.mode.sliding), h_acc, 0.0)
+
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        t_out, z_out = keep(t_new, c.t), keep(z_new, c.z)
+        status = jnp.select(
+            [~jnp.all(jnp.isfinite(z_out)), ok & (t_new >= t1),
+             ok & (steady_tol is not None) & (jnp.linalg.norm(f_new) <= (steady_tol or 0.0) * (1 + jnp.linalg.norm(z_new))),
+             counts[0] + counts[1] >= max_steps, counts[6] >= max_events],
+            [NONFINITE_STOP, REACHED, STEADY_STOP, MAX_STEPS_STOP, MAX_EVENTS_STOP],
+            RUNNING,
+        )  # fmt: skip
+        return _Loop(
+            t_out, z_out, h_next, jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), mode_new, c.mode),
+            keep(f_new, c.f0), keep(d_new, c.d0), lu, perm, h_lu,
+            jnp.where(event & ok, _MAX_JACOBIAN_AGE, jnp.where(need, 1, c.jac_age + ok)),
+            saves, counts, sliding_time, status,
+        )  # fmt: skip
+
+    def ros_state(f0, lu, perm, h_lu):
+        from ._rosenbrock import _State
+
+        return _State(f0, lu, perm, jnp.zeros_like(f0), h_lu, jnp.asarray(0), jnp.asarray(0))
+
+    out = jax.lax.while_loop(cond, body, init)
+    result = {name: out.counts[i] for i, name in enumerate(_COUNTS)}
+    result.update(
+        saves=out.saves, t_final=out.t, z_final=out.z, status=out.status, sliding_time=out.sliding_time, mode=out.mode
+    )
+    return result
+
+
+def _event_update(model, net, x, y, z, mode: Mode):
+    """At an event: the new mode and the state projected onto its stratum, the counts of (crossings, entries,
+    exits), and whether the selection's bounded least squares converged."""
+    unravel = unraveler(model, net)
+    state = unravel(z)
+    zs, _, _ = _forward_parts(net, state.V, x)
+    side = 2.0 * mode.gates - 1.0
+    near = (side * zs[0] / _scales(state.V[0], x) <= EVENT_TOL) & ~mode.sliding
+    alpha = multipliers(model, net, x, y, state, mode)
+    exiting = jnp.where(mode.sliding & (alpha <= EVENT_TOL), 0, -1)
+    exiting = jnp.where(mode.sliding & (alpha >= 1 - EVENT_TOL), 1, exiting)
+    candidates = mode.sliding | near
+    state = project_onto(state, x, candidates)
+    new, _, info = select_mode(model, net, x, y, state, candidates, exiting)
+    new, consistent = make_consistent(model, net, x, y, state, new)
+    state = project_onto(state, x, new.sliding)
+    kinds = jnp.stack([
+        jnp.sum(near & ~new.sliding & (new.gates != mode.gates)),  # crossings
+        jnp.sum(near & new.sliding),  # entries
+        jnp.sum(mode.sliding & ~new.sliding),  # exits
+    ]).astype(jnp.int32)  # fmt: skip
+    return ravel_pytree(state)[0], new, kinds, info.converged & consistent
+
+
+_CONSISTENCY_ITERATIONS = 16
+
+
+def make_consistent(model, net, x, y, state: State, mode: Mode) -> tuple[Mode, Array]:
+    """Correct a mode until its segment field is consistent at `state`: every sliding multiplier in [0, 1],
+    every released pre-activation moving to its gate's side.
+
+    The least-norm velocity at the event point decides the mode in most cases, but not all: with several
+    pre-activations of one unit at zero, one that the velocity moves off its surface changes the one-sided
+    field the others slide on, and a multiplier can leave [0, 1] (measured on a one-hidden-layer net: 1.77).
+    Then, one change at a time (an active-set method), the worst violation is repaired: an out-of-box
+    multiplier's pre-activation is released to its bound's side; a released one moving back is sent the
+    other way, and made sliding if it moves back from both sides.
+
+    **Returns:** ``(mode, consistent)``.
+    """
+    tol = EVENT_TOL
+    scales = _scales(state.V[0], x)
+    # a gate that moves nothing (u = 0) constrains nothing: such a pre-activation never slides
+    p = _problem(model, net, x, y, state, 0.0, (mode.sliding,))
+    u = jnp.abs(p.w[:, None] * state.V[1][0][None, :])
+    acts = u > tol * jnp.max(u)
+
+    def violations(mode):
+        alpha = multipliers(model, net, x, y, state, mode)
+        box = jnp.where(mode.sliding, jnp.maximum(-alpha, alpha - 1.0), -jnp.inf)
+        v = segment_field(model, net, x, y, state, mode)
+        side = 2.0 * mode.gates - 1.0
+        back = jnp.where(mode.released, -side * (x @ v.V[0].T) / jnp.maximum(scales, 1e-300), -jnp.inf)
+        return alpha, box, back
+
+    def cond(c):
+        i, mode, flipped, done = c
+        return (i < _CONSISTENCY_ITERATIONS) & ~done
+
+    def body(c):
+        i, mode, flipped, _ = c
+        alpha, box, back = violations(mode)
+        bad_box = jnp.max(box) > tol
+        bad_back = jnp.max(back) > tol * jnp.maximum(1.0, jnp.max(jnp.abs(back)))
+        j_box = jnp.unravel_index(jnp.argmax(box), box.shape)
+        j_back = jnp.unravel_index(jnp.argmax(back), back.shape)
+        onehot_box = jnp.zeros(box.shape, bool).at[j_box].set(True) & bad_box
+        onehot_back = jnp.zeros(box.shape, bool).at[j_back].set(True) & bad_back & ~bad_box
+        to_slide = onehot_back & flipped & acts
+        to_flip = onehot_back & ~to_slide
+        sliding = (mode.sliding & ~onehot_box) | to_slide
+        gates = jnp.where(onehot_box, (alpha > 1.0).astype(x.dtype), mode.gates)
+        gates = jnp.where(to_flip, 1.0 - gates, gates)
+        gates = jnp.where(sliding, 0.0, gates)
+        released = (mode.released | onehot_box) & ~sliding
+        changed = bad_box | bad_back
+        new = Mode(sliding, gates, released, unit_bases(x, sliding))
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(changed, a, b), new, mode)
+        return i + 1, new, flipped | to_flip, ~changed
+
+    _, mode, _, done = jax.lax.while_loop(cond, body, (0, mode, jnp.zeros(mode.sliding.shape, bool), False))
+    return mode, done
+
+
+def initial_mode(model, net, x, y, state: State, tol: float = 1e-10):
+    """The mode at the start: the pre-activations within `tol` (relative) of zero are pinned."""
+    from .._model._filippov import pinned
+
+    candidates = pinned(model, net, x, state, tol)[0]
+    state = project_onto(state, x, candidates)
+    mode, _, _ = select_mode(model, net, x, y, state, candidates, jnp.full(candidates.shape, -1))
+    mode, _ = make_consistent(model, net, x, y, state, mode)
+    return project_onto(state, x, mode.sliding), mode
