@@ -392,13 +392,15 @@ def _solve(p: _Problem, scale, max_iter: int, max_inner: int, K: int):
     return signs.at[idx].set(a, mode="drop"), it, inner, jnp.maximum(lin[3], 0.0), ok
 
 
-def _buckets(M: int, max_pinned: int | None, smallest: int = 256) -> tuple[int, ...]:
-    # Slot counts compiled for: smallest, 2×, 4×, … below M, then all M entries. lax.switch runs only the
-    # smallest that holds the pinned set (under vmap every branch runs: pass max_pinned there). Each size is
-    # compiled.
+def _buckets(M: int, max_pinned: int | None, slots: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    # Slot counts compiled for: `slots` (default 256, 512, 1024, …) below M, then all M entries. lax.switch runs
+    # only the smallest that holds the pinned set (under vmap every branch runs: pass max_pinned there). Each
+    # size is compiled.
     if max_pinned is not None:
         return (max(1, min(int(max_pinned), M)),)
-    sizes, k = [], smallest
+    if slots is not None:
+        return tuple(k for k in slots if k < M) + (M,)
+    sizes, k = [], 256
     while k < M:
         sizes.append(k)
         k *= 2
@@ -417,7 +419,7 @@ def exact_field(
     max_inner: int = 30,
     max_pinned: int | None = None,
     pinned_mask: tuple | None = None,
-    smallest_slots: int = 256,
+    slots: tuple[int, ...] | None = None,
     return_info: bool = False,
 ):
     """The exact (ε → 0) velocity ``m(x)``: the least-G-norm element of the Filippov set (traceable, jittable).
@@ -441,8 +443,8 @@ def exact_field(
       Pinned entries beyond ``K`` keep σ′ = 1[z > 0] and the info reports ``converged = False``.
     - `pinned_mask`: the pinned set itself, one boolean mask per hidden layer (overrides `tol`): an
       event-driven integrator knows which pre-activations sit at zero better than a tolerance does.
-    - `smallest_slots`: the smallest slot count compiled (then twice that, and so on): small for a caller
-      that usually pins few pre-activations, such as an event-driven integrator.
+    - `slots`: the slot counts compiled instead of the default (256, 512, …; all entries is always one):
+      small ones for a caller that usually pins few pre-activations, such as an event-driven integrator.
     - `return_info`: also return a :class:`FilippovInfo`.
 
     **Returns:** a :class:`flowsim.State` holding the time derivatives, or ``(State, FilippovInfo)``.
@@ -458,7 +460,7 @@ def exact_field(
     p = _problem(model, net, x, y, state, tol, pinned_mask)
     n_pinned = sum(jnp.sum(m) for m in p.mask)
     scale = metric_norm(model, net, state, base)
-    sizes = _buckets(sum(m.size for m in p.mask), max_pinned, smallest_slots)
+    sizes = _buckets(sum(m.size for m in p.mask), max_pinned, slots)
     branches = [functools.partial(_solve, max_iter=max_iter, max_inner=max_inner, K=K) for K in sizes]
     which = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), n_pinned), len(sizes) - 1)
     a, it, inner, gap, ok = jax.lax.switch(which, branches, p, scale)

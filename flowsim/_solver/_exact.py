@@ -19,20 +19,17 @@ stratum. One hidden layer: the strata are then linear in ``V_1`` (see ``_stratum
 
 from __future__ import annotations
 
-import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float
 
-from .._model import Model, Network, State
+from .._model import Network, State
 from .._model._filippov import _forward_parts, _problem, exact_field, one_sided_field
 from .._model._stratum import UnitBases, project_rows, sample_coefficients, unit_bases
 from ._flat import unraveler
-from ._rosenbrock import RosenbrockW
+from ._rosenbrock import RosenbrockW, _State
 
 # A pre-activation that left a stratum at a segment's start sits at |z| ≲ rounding; its distance counts from
 # this offset, so the event does not fire on the first step.
@@ -61,30 +58,57 @@ def segment_field(model, net, x, y, state: State, mode: Mode) -> State:
     return State((project_rows(mode.bases, base.V[0]), base.V[1]), base.rho, base.rho_k)
 
 
-def multipliers(model, net, x, y, state: State, mode: Mode) -> Float[Array, "N d1"]:
-    """σ′ of each sliding pre-activation in the Filippov combination that ``P_S F_g`` is.
+def sliding_margins(model, net, x, y, state: State, mode: Mode) -> tuple[Array, Array]:
+    """How firmly each sliding pre-activation is held: ``(ż₀, −ż₁)``, relative, where ``ż₀`` and ``ż₁`` are its
+    velocity with its σ′ set to 0 and to 1 (the others' held where they are). Sliding needs both ≥ 0 (the
+    one-sided fields point into the surface); the first reaching 0 says it leaves to the negative side, the
+    second to the positive side. Off the sliding set: 1.
 
-    A gate moves row ``i`` of ``V̇_1`` by ``−g^{θθ} u_{n,i} x_n`` (``u`` the backpropagated signal), and sliding
-    needs those moves to cancel the normal part of ``F_g``'s row: ``Σ_n α_{n,i} g^{θθ} u_{n,i} x_n =
-    (I − P_S) V̇_1[i]``. Off the sliding set: 0.5 (never at a bound).
+    A σ′ moves row ``i`` of ``V̇_1`` by ``−g^{θθ} u_{n,i} x_n`` (``u`` the backpropagated signal), and sliding
+    needs those moves to cancel the normal part of ``F_g``'s row, ``Σ_n β_{n,i} x_n`` (least norm). So the
+    Filippov multiplier is ``α = β / (g^{θθ} u)`` and ``ż₀ = β ‖x_n‖²``, ``−ż₁ = (g^{θθ} u − β) ‖x_n‖²``:
+    unlike α these are continuous where ``u`` passes through 0, and they are scaled by ``g^{θθ} |u| ‖x_n‖² +
+    ‖V̇_1‖ ‖x_n‖`` (the jump of ``ż`` across the gate, plus the speed), which does not vanish there.
     """
     base = one_sided_field(model, net, x, y, state, (mode.gates,))
     beta = sample_coefficients(mode.bases, base.V[0])
-    p = _problem(model, net, x, y, state, 0.0, (mode.sliding,))
-    u = p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
-    alpha = beta / jnp.where(u != 0, u, 1.0)
-    return jnp.where(mode.sliding, jnp.where(u != 0, alpha, -1.0), 0.5)
+    p = _problem(model, net, x, y, state, 0.0, ())
+    jump = p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
+    sq = jnp.sum(x * x, axis=1)[:, None]
+    scale = jnp.abs(jump) * sq + jnp.linalg.norm(base.V[0]) * jnp.sqrt(sq) + jnp.finfo(x.dtype).tiny
+    lower = jnp.where(mode.sliding, beta * sq / scale, 1.0)
+    upper = jnp.where(mode.sliding, (jump - beta) * sq / scale, 1.0)
+    return lower, upper
+
+
+def attracting(model, net, x, y, state: State) -> Bool[Array, "N d1"]:
+    """Where sliding is possible: raising σ′ of ``(n, i)`` from 0 to 1 changes ``ż_{n,i}`` by
+    ``−g^{θθ} u_{n,i} ‖x_n‖²``, so with ``u > 0`` both one-sided fields point into the surface when a σ′ in
+    (0, 1) holds ``z`` at zero (it attracts), and with ``u < 0`` both point away (it repels: sliding there is a
+    Filippov solution, but an unstable one that every smoothed flow leaves at once). ``u`` below 1e-8 of the
+    largest counts as zero."""
+    p = _problem(model, net, x, y, state, 0.0, ())
+    u = p.w[:, None] * state.V[1][0][None, :]
+    return u > EVENT_TOL * jnp.max(jnp.abs(u))
 
 
 def distance(model, net, x, y, state: State, mode: Mode) -> Float[Array, ""]:
     """The event function: the least of the free pre-activations' signed distances to zero (their side is
-    their gate's) and the sliding ones' multipliers' distances to the bounds of [0, 1]."""
+    their gate's) and the sliding ones' margins (`sliding_margins`)."""
+    free = _free_distance(net, x, state, mode)
+    # the margins cost a field evaluation: only when something slides
+    lower, upper = jax.lax.cond(
+        jnp.any(mode.sliding),
+        lambda: sliding_margins(model, net, x, y, state, mode),
+        lambda: (jnp.ones_like(free), jnp.ones_like(free)),
+    )
+    return jnp.min(jnp.where(mode.sliding, jnp.minimum(lower, upper), free))
+
+
+def _free_distance(net, x, state: State, mode: Mode):
     zs, _, _ = _forward_parts(net, state.V, x)
     side = 2.0 * mode.gates - 1.0
-    free = side * zs[0] / _scales(state.V[0], x) + jnp.where(mode.released, RELEASE_OFFSET, 0.0)
-    alpha = multipliers(model, net, x, y, state, mode)
-    bound = jnp.minimum(alpha, 1.0 - alpha)
-    return jnp.min(jnp.where(mode.sliding, bound, free))
+    return side * zs[0] / _scales(state.V[0], x) + jnp.where(mode.released, RELEASE_OFFSET, 0.0)
 
 
 def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mode, State, object]:
@@ -98,16 +122,14 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
 
     **Returns:** ``(mode, m, info)``: the new `Mode`, the exact velocity and its `FilippovInfo`.
     """
-    # few pre-activations are pinned at most events: small slot counts first (16, 64, 256, …)
-    m, info = exact_field(model, net, x, y, state, pinned_mask=(candidates,), smallest_slots=16, return_info=True)
+    # few pre-activations are pinned at most events: small slot counts first (16, 128, then all)
+    m, info = exact_field(model, net, x, y, state, pinned_mask=(candidates,), slots=(16, 128), return_info=True)
     zs, _, _ = _forward_parts(net, state.V, x)
     zdot = x @ m.V[0].T
     held = jnp.abs(zdot) <= EVENT_TOL * _scales(m.V[0], x)
-    p = _problem(model, net, x, y, state, 0.0, (candidates,))
-    u = jnp.abs(p.w[:, None] * state.V[1][0][None, :])
-    # A gate that moves nothing (u = 0) constrains nothing: such a pre-activation is free, not sliding.
-    acts = u > EVENT_TOL * jnp.max(u)
-    sliding = candidates & held & acts & (exiting < 0)
+    # only an attracting surface holds a pre-activation (a repelling one is the least-norm velocity's choice
+    # too, but no smoothed flow stays there)
+    sliding = candidates & held & attracting(model, net, x, y, state) & (exiting < 0)
     leave_up = jnp.where(held, exiting == 1, zdot > 0)
     gates = jnp.where(candidates, leave_up, zs[0] > 0).astype(x.dtype)
     gates = jnp.where(sliding, 0.0, gates)
@@ -231,7 +253,7 @@ def exact_member(
     zeros = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1)
     init = _Loop(
         jnp.asarray(0.0, dtype), z, h0, mode, f0, dist(z, mode), lu, perm, h0, jnp.asarray(0),
-        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), zeros.at[8].set(jnp.sum(mode.sliding)),
+        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), zeros.at[8].set(jnp.sum(mode.sliding).astype(jnp.int32)),
         jnp.asarray(0.0, dtype), jnp.asarray(RUNNING),
     )  # fmt: skip
 
@@ -294,15 +316,16 @@ def exact_member(
         t_new = c.t + h_acc
         theta = (ts - c.t) / h_acc
         put = ok & (ts > c.t) & (ts <= t_new)
-        saves = jnp.where(put[:, None], c.z + theta[:, None] * (lin + theta[:, None] * quad), c.saves)
+        th = theta[:, None]
+        saves = jnp.where(put[:, None], c.z[None, :] + th * (lin[None, :] + th * quad[None, :]), c.saves)
 
         def at(z_acc):
             return _event_update(model, net, x, y, z_acc, c.mode)
 
         def none(z_acc):
-            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(True)
+            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(True), jnp.asarray(False)
 
-        z_new, mode_new, kinds, converged = jax.lax.cond(event, at, none, z_acc)
+        z_new, mode_new, kinds, converged, restratified = jax.lax.cond(event, at, none, z_acc)
 
         F_new = field_of(mode_new)
         f_new = jax.lax.cond(event, lambda: F_new(t_new, z_new), lambda: F(t_new, z_acc))
@@ -319,16 +342,16 @@ def exact_member(
             .add(need.astype(jnp.int32))
         )
         counts = counts.at[3:6].add(jnp.where(event, kinds, 0)).at[6].add(event.astype(jnp.int32))
-        counts = counts.at[7].add((event & ~converged).astype(jnp.int32))
-        counts = counts.at[8].max(jnp.sum(mode_new.sliding)).at[9].add((event & missed).astype(jnp.int32))
-        counts = counts.at[10].add((event & (d_new + _AIM <= 0)).astype(jnp.int32))
+        i32 = lambda b: b.astype(jnp.int32)  # noqa: E731
+        counts = counts.at[7].add(i32(event & ~converged)).at[8].max(i32(jnp.sum(mode_new.sliding)))
+        counts = counts.at[9].add(i32(event & missed)).at[10].add(i32(event & (d_new + _AIM <= 0)))
         sliding_time = c.sliding_time + jnp.where(ok & jnp.any(c.mode.sliding), h_acc, 0.0)
 
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         t_out, z_out = keep(t_new, c.t), keep(z_new, c.z)
+        steady = steady_tol is not None and jnp.linalg.norm(f_new) <= steady_tol * (1 + jnp.linalg.norm(z_new))
         status = jnp.select(
-            [~jnp.all(jnp.isfinite(z_out)), ok & (t_new >= t1),
-             ok & (steady_tol is not None) & (jnp.linalg.norm(f_new) <= (steady_tol or 0.0) * (1 + jnp.linalg.norm(z_new))),
+            [~jnp.all(jnp.isfinite(z_out)), ok & (t_new >= t1), ok & steady,
              counts[0] + counts[1] >= max_steps, counts[6] >= max_events],
             [NONFINITE_STOP, REACHED, STEADY_STOP, MAX_STEPS_STOP, MAX_EVENTS_STOP],
             RUNNING,
@@ -336,77 +359,96 @@ def exact_member(
         return _Loop(
             t_out, z_out, h_next, jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), mode_new, c.mode),
             keep(f_new, c.f0), keep(d_new, c.d0), lu, perm, h_lu,
-            jnp.where(event & ok, _MAX_JACOBIAN_AGE, jnp.where(need, 1, c.jac_age + ok)),
+            # a new sliding set needs a new Jacobian: the stages stay on the stratum only with P_S in it
+            jnp.where(restratified & ok, _MAX_JACOBIAN_AGE, jnp.where(need, 1, c.jac_age + ok)),
             saves, counts, sliding_time, status,
         )  # fmt: skip
 
     def ros_state(f0, lu, perm, h_lu):
-        from ._rosenbrock import _State
-
         return _State(f0, lu, perm, jnp.zeros_like(f0), h_lu, jnp.asarray(0), jnp.asarray(0))
 
     out = jax.lax.while_loop(cond, body, init)
     result = {name: out.counts[i] for i, name in enumerate(_COUNTS)}
     result.update(
-        saves=out.saves, t_final=out.t, z_final=out.z, status=out.status, sliding_time=out.sliding_time, mode=out.mode
-    )
+        saves=out.saves, t_final=out.t, z_final=out.z, status=out.status, sliding_time=out.sliding_time,
+        mode=out.mode, final_speed=jnp.linalg.norm(out.f0),
+    )  # fmt: skip
     return result
 
 
 def _event_update(model, net, x, y, z, mode: Mode):
     """At an event: the new mode and the state projected onto its stratum, the counts of (crossings, entries,
-    exits), and whether the selection's bounded least squares converged."""
+    exits), whether the selection converged, and whether the sliding set changed.
+
+    Most events are a free pre-activation crossing transversally, or a sliding one leaving at its bound: the
+    mode that flips the first's gate, or releases the second to its bound's side, is tried first and kept if
+    consistent (`_violations`). Otherwise the exact velocity decides (`select_mode`, a bounded least squares),
+    corrected by `make_consistent`.
+    """
     unravel = unraveler(model, net)
     state = unravel(z)
-    zs, _, _ = _forward_parts(net, state.V, x)
-    side = 2.0 * mode.gates - 1.0
-    near = (side * zs[0] / _scales(state.V[0], x) <= EVENT_TOL) & ~mode.sliding
-    alpha = multipliers(model, net, x, y, state, mode)
-    exiting = jnp.where(mode.sliding & (alpha <= EVENT_TOL), 0, -1)
-    exiting = jnp.where(mode.sliding & (alpha >= 1 - EVENT_TOL), 1, exiting)
+    near = (_free_distance(net, x, state, mode) <= EVENT_TOL) & ~mode.sliding
+    lower, upper = sliding_margins(model, net, x, y, state, mode)
+    exiting = jnp.where(mode.sliding & (lower <= EVENT_TOL), 0, -1)
+    exiting = jnp.where(mode.sliding & (upper <= EVENT_TOL) & (upper < lower), 1, exiting)
     candidates = mode.sliding | near
     state = project_onto(state, x, candidates)
-    new, _, info = select_mode(model, net, x, y, state, candidates, exiting)
-    new, consistent = make_consistent(model, net, x, y, state, new)
+    scales = _scales(state.V[0], x)
+
+    leaving = exiting >= 0
+    sliding = mode.sliding & ~leaving
+    gates = jnp.where(near, 1.0 - mode.gates, jnp.where(leaving, exiting.astype(x.dtype), mode.gates))
+    trial = Mode(sliding, jnp.where(sliding, 0.0, gates), near | leaving, unit_bases(x, sliding))
+    _, box, back = _violations(model, net, x, y, state, trial, scales)
+
+    def select():
+        new, _, info = select_mode(model, net, x, y, state, candidates, exiting)
+        new, consistent = make_consistent(model, net, x, y, state, new, scales)
+        return new, info.converged & consistent
+
+    new, ok = jax.lax.cond(_consistent(box, back), lambda: (trial, jnp.asarray(True)), select)
     state = project_onto(state, x, new.sliding)
     kinds = jnp.stack([
         jnp.sum(near & ~new.sliding & (new.gates != mode.gates)),  # crossings
         jnp.sum(near & new.sliding),  # entries
         jnp.sum(mode.sliding & ~new.sliding),  # exits
     ]).astype(jnp.int32)  # fmt: skip
-    return ravel_pytree(state)[0], new, kinds, info.converged & consistent
+    return ravel_pytree(state)[0], new, kinds, ok, jnp.any(new.sliding != mode.sliding)
 
 
 _CONSISTENCY_ITERATIONS = 16
 
 
-def make_consistent(model, net, x, y, state: State, mode: Mode) -> tuple[Mode, Array]:
-    """Correct a mode until its segment field is consistent at `state`: every sliding multiplier in [0, 1],
+def _violations(model, net, x, y, state: State, mode: Mode, scales):
+    """How far `mode` is from consistent at `state`: the side each sliding pre-activation would leave to (1
+    positive), how much its margin is negative (`sliding_margins`), and how fast each released one moves back
+    against its gate's side (relative to ``‖V̇_1‖ / ‖V_1‖``, the bound of ``|ż| / (‖V_1‖ ‖x_n‖)``)."""
+    lower, upper = sliding_margins(model, net, x, y, state, mode)
+    box = jnp.where(mode.sliding, -jnp.minimum(lower, upper), -jnp.inf)
+    v = segment_field(model, net, x, y, state, mode)
+    side = 2.0 * mode.gates - 1.0
+    back = jnp.where(mode.released, -side * (x @ v.V[0].T) / jnp.maximum(scales, 1e-300), -jnp.inf)
+    return upper < lower, box, back / jnp.maximum(jnp.linalg.norm(v.V[0]) / jnp.linalg.norm(state.V[0]), 1e-300)
+
+
+def _consistent(box, back):
+    return (jnp.max(box) <= EVENT_TOL) & (jnp.max(back) <= EVENT_TOL)
+
+
+def make_consistent(model, net, x, y, state: State, mode: Mode, scales) -> tuple[Mode, Array]:
+    """Correct a mode until its segment field is consistent at `state`: every sliding margin ≥ 0 (σ′ in [0, 1]),
     every released pre-activation moving to its gate's side.
 
     The least-norm velocity at the event point decides the mode in most cases, but not all: with several
     pre-activations of one unit at zero, one that the velocity moves off its surface changes the one-sided
     field the others slide on, and a multiplier can leave [0, 1] (measured on a one-hidden-layer net: 1.77).
     Then, one change at a time (an active-set method), the worst violation is repaired: an out-of-box
-    multiplier's pre-activation is released to its bound's side; a released one moving back is sent the
+    margin's pre-activation is released to that side; a released one moving back is sent the
     other way, and made sliding if it moves back from both sides.
 
     **Returns:** ``(mode, consistent)``.
     """
-    tol = EVENT_TOL
-    scales = _scales(state.V[0], x)
-    # a gate that moves nothing (u = 0) constrains nothing: such a pre-activation never slides
-    p = _problem(model, net, x, y, state, 0.0, (mode.sliding,))
-    u = jnp.abs(p.w[:, None] * state.V[1][0][None, :])
-    acts = u > tol * jnp.max(u)
-
-    def violations(mode):
-        alpha = multipliers(model, net, x, y, state, mode)
-        box = jnp.where(mode.sliding, jnp.maximum(-alpha, alpha - 1.0), -jnp.inf)
-        v = segment_field(model, net, x, y, state, mode)
-        side = 2.0 * mode.gates - 1.0
-        back = jnp.where(mode.released, -side * (x @ v.V[0].T) / jnp.maximum(scales, 1e-300), -jnp.inf)
-        return alpha, box, back
+    acts = attracting(model, net, x, y, state)
 
     def cond(c):
         i, mode, flipped, done = c
@@ -414,17 +456,17 @@ def make_consistent(model, net, x, y, state: State, mode: Mode) -> tuple[Mode, A
 
     def body(c):
         i, mode, flipped, _ = c
-        alpha, box, back = violations(mode)
-        bad_box = jnp.max(box) > tol
-        bad_back = jnp.max(back) > tol * jnp.maximum(1.0, jnp.max(jnp.abs(back)))
+        up_side, box, back = _violations(model, net, x, y, state, mode, scales)
+        bad_box = jnp.max(box) > EVENT_TOL
+        bad_back = ~bad_box & ~_consistent(box, back)
         j_box = jnp.unravel_index(jnp.argmax(box), box.shape)
         j_back = jnp.unravel_index(jnp.argmax(back), back.shape)
         onehot_box = jnp.zeros(box.shape, bool).at[j_box].set(True) & bad_box
-        onehot_back = jnp.zeros(box.shape, bool).at[j_back].set(True) & bad_back & ~bad_box
+        onehot_back = jnp.zeros(box.shape, bool).at[j_back].set(True) & bad_back
         to_slide = onehot_back & flipped & acts
         to_flip = onehot_back & ~to_slide
         sliding = (mode.sliding & ~onehot_box) | to_slide
-        gates = jnp.where(onehot_box, (alpha > 1.0).astype(x.dtype), mode.gates)
+        gates = jnp.where(onehot_box, up_side.astype(x.dtype), mode.gates)
         gates = jnp.where(to_flip, 1.0 - gates, gates)
         gates = jnp.where(sliding, 0.0, gates)
         released = (mode.released | onehot_box) & ~sliding
@@ -444,5 +486,5 @@ def initial_mode(model, net, x, y, state: State, tol: float = 1e-10):
     candidates = pinned(model, net, x, state, tol)[0]
     state = project_onto(state, x, candidates)
     mode, _, _ = select_mode(model, net, x, y, state, candidates, jnp.full(candidates.shape, -1))
-    mode, _ = make_consistent(model, net, x, y, state, mode)
+    mode, _ = make_consistent(model, net, x, y, state, mode, _scales(state.V[0], x))
     return project_onto(state, x, mode.sliding), mode

@@ -47,15 +47,16 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothi
         raise fail("solver", solver, f"one of {SOLVERS}")
     check_int("max_steps", max_steps, "an integer >= 1", lambda v: v >= 1)
     eps = resolve_smoothing(net, smoothing)
-    if eps == 0.0:
-        # the exact velocity is model.vector_field(..., smoothing=0); integrating it needs an event-driven
-        # solver (sliding on strata of pinned pre-activations) that is not there yet
+    if eps == 0.0 and net.depth != 2:
         raise fail(
             "smoothing",
             smoothing,
-            "a width ε > 0 (default 1e-5) or None: the exact ε → 0 flow (smoothing=0) is available as "
-            "model.vector_field(net, data, smoothing=0), not yet as a solve",
+            f"a width ε > 0 (default 1e-5) or None for a network with {net.depth - 1} hidden layers: the exact "
+            "ε → 0 flow (smoothing=0) is integrated for one hidden layer; with more it is available as "
+            "model.vector_field(net, data, smoothing=0)",
         )
+    if eps == 0.0 and solver not in ("auto", "rosenbrock"):
+        raise fail("solver", solver, "'auto' with smoothing=0 (the exact flow has its own event-driven integrator)")
     steady_tol = check_real("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
     solver = "rosenbrock" if solver == "auto" else solver
     return t1, default_ts(t1) if ts is None else ts, rtol, atol, solver, eps, steady_tol

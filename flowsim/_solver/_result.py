@@ -13,7 +13,7 @@ from ._stats import NOT_RUN, STEADY, flow_stats
 from ._trajectory import Trajectory
 
 FORMAT = "flowsim-sweep"
-FORMAT_VERSION = 2  # 2: the RunStats per member, steady-state stops; the default solver is "rosenbrock"
+FORMAT_VERSION = 3  # 2: the RunStats per member, steady-state stops; 3: the exact flow (smoothing "exact", events)
 # Per member: the run statistics (see RunStats; status codes in _stats), and the wall time (the member's share
 # of its chunk's).
 MEMBER_VARIABLES = {
@@ -28,8 +28,23 @@ MEMBER_VARIABLES = {
     "sliding_time": np.float64,
     "norm_drift": np.float64,
     "balance_drift": np.float64,
+    "crossings": np.int64,  # the exact flow's events (-1 for smoothed solves)
+    "entries": np.int64,
+    "exits": np.int64,
+    "max_pinned": np.int64,
     "wall_time": np.float64,
 }
+
+
+def smoothing_attr(eps: float | None):
+    """How a file stores the smoothing: ε, 0.0 for the raw field (None), ``"exact"`` for the exact flow (0)."""
+    return "exact" if eps == 0.0 else (0.0 if eps is None else float(eps))
+
+
+def smoothing_from_attr(value) -> float | None:
+    if isinstance(value, str):
+        return 0.0  # "exact"
+    return None if float(value) == 0 else float(value)
 
 
 class SweepResult:
@@ -100,7 +115,7 @@ class SweepResult:
             loss=str(a["loss"]),
             rtol=float(a["rtol"]),
             atol=float(a["atol"]),
-            smoothing=None if a["smoothing"] == 0 else float(a["smoothing"]),
+            smoothing=smoothing_from_attr(a["smoothing"]),
             max_steps=int(a["max_steps"]),
             t1=float(a["t1"]),
             balance_law=bool(int(a["balance_law"])),

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from .._model import Model, Network
+from ._exact import MAX_STEPS_STOP, NONFINITE_STOP, REACHED, STEADY_STOP, exact_member
 from ._flat import flat_field, kink_statistics, unraveler
 from ._observables import observe_one
 from ._options import EXPLICIT
@@ -107,6 +108,61 @@ def solve_member(settings: Settings, x, y, lam, rate, z0, ts, t1, meter=None) ->
     s = settings
     model = Model(s.regime, lam, s.loss)
     net = s.net
+    t_rows = jnp.concatenate([jnp.asarray(ts), jnp.asarray(t1)[None]])
+    run = _integrate_exact if s.eps == 0.0 else _integrate_smoothed
+    r = run(s, model, x, y, z0, ts, t1, meter)
+    zs, t_final, z_end = r.pop("zs"), r["t_final"], r.pop("z_end")
+    finite = jnp.all(jnp.isfinite(zs), axis=1)
+    stopped = r["status"] == STEADY
+    # The end row holds the end state at t_final; save rows after a steady-state stop hold the stopped state
+    # (the flow is stationary there to steady_tol); rows after a failure are NaN, and the status says why.
+    t_reached = t_rows.at[-1].set(t_final)
+    zs = zs.at[-1].set(z_end)
+    reached = (finite & (t_rows <= t_final)).at[-1].set(jnp.all(jnp.isfinite(z_end)))
+    hold = stopped & ~reached
+    zs = jnp.where(reached[:, None], zs, jnp.where(hold[:, None], z_end[None, :], jnp.nan))
+    t_state = jnp.where(reached, t_reached, jnp.where(hold, t_final, jnp.nan))
+
+    unravel = unraveler(model, net)
+    states = jax.vmap(unravel)(zs)
+    balance0 = unravel(z0).rho_k ** 2 if s.has_balance_law else None
+    states, norm_drift, balance_drift = project_states(
+        states, balance0, rate, jnp.nan_to_num(t_state), s.enforce_balance
+    )
+    margins, loss, rho_eq = jax.vmap(lambda V, r, rk: observe_one(model, net, x, y, lam, V, r, rk))(
+        states.V, states.rho, states.rho_k
+    )
+
+    # Kinks crossed between saves and pinned at the end. Sign patterns need no projection: it scales by > 0.
+    raw_V = jax.vmap(lambda z: unravel(z).V)(zs)
+    switches, pinned, sliding = kink_statistics(net, x, raw_V, t_reached, reached, pin_tolerance(s.eps))
+    out = {
+        "reached": reached,
+        "t": t_state,
+        "rho": states.rho,
+        "margins": margins,
+        "loss": loss,
+        "rho_eq": rho_eq,
+        "switches": switches,
+        "pinned": pinned,
+        "sliding_time": sliding,
+        "norm_drift": norm_drift,
+        "balance_drift": balance_drift,
+        **r,  # status, t_final, steps, rejected_steps, jacobians, final_speed, and the exact flow's counts
+    }
+    for k, v in enumerate(states.V):
+        out[f"V_{k + 1}"] = v
+    if states.rho_k is not None:
+        out["rho_k"] = states.rho_k
+    return out
+
+
+EXACT_COUNTS = ("crossings", "entries", "exits", "max_pinned")  # -1 for smoothed solves
+
+
+def _integrate_smoothed(s: Settings, model, x, y, z0, ts, t1, meter) -> dict:
+    """The diffrax solve of the (smoothed or raw) field: the rows at ``ts`` and the end, and the counts."""
+    net = s.net
 
     def F(z):
         return flat_field(model, net, x, y, z, s.eps)
@@ -128,34 +184,12 @@ def solve_member(settings: Settings, x, y, lam, rate, z0, ts, t1, meter=None) ->
         throw=False,
         progress_meter=meter if meter is not None else dfx.NoProgressMeter(),
     )
-    t_rows = jnp.concatenate([jnp.asarray(ts), jnp.asarray(t1)[None]])
     zs = sol.ys
     finite = jnp.all(jnp.isfinite(zs), axis=1)
-    stopped = sol.result == dfx.RESULTS.event_occurred
     # The end: t1, or the time the solve stopped (event or failure). A stopped solve has its end state in the
     # first save slot past the stop (not the t1 slot), with the stop time in sol.ts: the last finite slot.
-    last = jnp.max(jnp.where(finite, jnp.arange(t_rows.size), 0))
-    t_final = sol.ts[last]
+    last = jnp.max(jnp.where(finite, jnp.arange(zs.shape[0]), 0))
     z_end = zs[last]
-    # The end row holds the end state at t_final; save rows after a steady-state stop hold the stopped state
-    # (the flow is stationary there to steady_tol); rows after a failure are NaN, and the status says why.
-    t_reached = t_rows.at[-1].set(t_final)
-    zs = zs.at[-1].set(z_end)
-    reached = (finite & (t_rows <= t_final)).at[-1].set(finite[last])
-    hold = stopped & ~reached
-    zs = jnp.where(reached[:, None], zs, jnp.where(hold[:, None], z_end[None, :], jnp.nan))
-    t_state = jnp.where(reached, t_reached, jnp.where(hold, t_final, jnp.nan))
-
-    unravel = unraveler(model, net)
-    states = jax.vmap(unravel)(zs)
-    balance0 = unravel(z0).rho_k ** 2 if s.has_balance_law else None
-    states, norm_drift, balance_drift = project_states(
-        states, balance0, rate, jnp.nan_to_num(t_state), s.enforce_balance
-    )
-    margins, loss, rho_eq = jax.vmap(lambda V, r, rk: observe_one(model, net, x, y, lam, V, r, rk))(
-        states.V, states.rho, states.rho_k
-    )
-
     speed = jnp.linalg.norm(F(z_end))
     # A non-finite field shows as a step limit (diffrax rejects non-finite steps until max_steps), seen here
     # when it is non-finite at the last state saved.
@@ -163,41 +197,54 @@ def solve_member(settings: Settings, x, y, lam, rate, z0, ts, t1, meter=None) ->
         [
             ~jnp.isfinite(speed),
             sol.result == dfx.RESULTS.successful,
-            stopped,
+            sol.result == dfx.RESULTS.event_occurred,
             sol.result == dfx.RESULTS.max_steps_reached,
         ],
         [NONFINITE, OK, STEADY, MAX_STEPS],
         FAILED,
     )
-
-    # Kinks crossed between saves and pinned at the end. Sign patterns need no projection: it scales by > 0.
-    raw_V = jax.vmap(lambda z: unravel(z).V)(zs)
-    switches, pinned, sliding = kink_statistics(net, x, raw_V, t_reached, reached, pin_tolerance(s.eps))
-
-    out = {
-        "reached": reached,
-        "t": t_state,
-        "rho": states.rho,
-        "margins": margins,
-        "loss": loss,
-        "rho_eq": rho_eq,
+    minus = jnp.asarray(-1)
+    return {
+        "zs": zs,
+        "z_end": z_end,
+        "t_final": sol.ts[last],
         "status": status,
-        "t_final": t_final,
         "steps": sol.stats["num_accepted_steps"],
         "rejected_steps": sol.stats["num_rejected_steps"],
-        "jacobians": sol.solver_state.n_jac if s.solver == "rosenbrock" else jnp.asarray(-1),
+        "jacobians": sol.solver_state.n_jac if s.solver == "rosenbrock" else minus,
         "final_speed": speed,
-        "switches": switches,
-        "pinned": pinned,
-        "sliding_time": sliding,
-        "norm_drift": norm_drift,
-        "balance_drift": balance_drift,
+        **{k: minus for k in EXACT_COUNTS},
     }
-    for k, v in enumerate(states.V):
-        out[f"V_{k + 1}"] = v
-    if states.rho_k is not None:
-        out["rho_k"] = states.rho_k
-    return out
+
+
+def _integrate_exact(s: Settings, model, x, y, z0, ts, t1, meter) -> dict:
+    """The event-driven solve of the exact flow (`_exact`): the rows at ``ts`` and the end, and the counts."""
+    del meter  # no progress meter: the loop is flowsim's own
+    r = exact_member(
+        model, s.net, x, y, z0, ts, t1, rtol=s.rtol, atol=s.atol, max_steps=s.max_steps,
+        max_events=s.max_steps, steady_tol=s.steady_tol if s.steady_state else None,
+    )  # fmt: skip
+    status = jnp.select(
+        [r["status"] == code for code in (REACHED, STEADY_STOP, MAX_STEPS_STOP, NONFINITE_STOP)],
+        [OK, STEADY, MAX_STEPS, NONFINITE],
+        FAILED,
+    )
+    return {
+        "zs": jnp.concatenate([r["saves"], r["z_final"][None]]),
+        "z_end": r["z_final"],
+        "t_final": r["t_final"],
+        "status": status,
+        "steps": r["steps"],
+        "rejected_steps": r["rejected_steps"],
+        "jacobians": r["jacobians"],
+        "final_speed": r["final_speed"],
+        "crossings": r["crossings"],
+        "entries": r["entries"],
+        "exits": r["exits"],
+        "max_pinned": r["max_sliding"],
+        "sliding_time": r["sliding_time"],  # the time with a non-empty sliding set, not a count between saves
+        "pinned": jnp.sum(r["mode"].sliding),  # sliding at the end
+    }
 
 
 BATCHING = ("auto", "map", "vmap")

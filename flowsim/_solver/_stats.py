@@ -31,13 +31,17 @@ class RunStats(Mapping):
 
     Fields of flows (``None`` for GD/SGD):
 
-    - `rtol`, `atol`: tolerances; `smoothing`: the width ε of the smoothed σ′ (``None``: the raw field).
+    - `rtol`, `atol`: tolerances; `smoothing`: the width ε of the smoothed σ′ (``None``: the raw field; 0: the
+      exact flow).
     - `rejected_steps`: steps rejected by the error test.
     - `jacobians`: Jacobians built (each with an LU factorization), counted in accepted steps
       (``rosenbrock`` only; a rejected step's work is not counted).
     - `steady_state`: whether the steady-state test stopped the run.
     - `final_speed`: ``‖ẋ‖`` of the integrated field at the last saved state.
     - `max_norm_drift`: the largest ``| ‖V_k‖ − 1 |`` over the saves before projection onto the spheres.
+    - `crossings`, `entries`, `exits`: events of the exact flow (``smoothing=0``; ``None`` otherwise): hidden
+      pre-activations that crossed zero, that came to zero and slid on it, and that left a sliding set.
+    - `max_pinned`: the largest number of pre-activations sliding at once (exact flow).
     - `max_balance_drift`: the largest relative deviation from the derived layer-balance law before
       projection (per-layer models with a balance law), else ``None``; `balance_enforced`: whether the
       scales were put back on it.
@@ -69,6 +73,10 @@ class RunStats(Mapping):
     final_speed: float | None = None
     max_norm_drift: float | None = None
     max_balance_drift: float | None = None
+    crossings: int | None = None
+    entries: int | None = None
+    exits: int | None = None
+    max_pinned: int | None = None
     balance_enforced: bool | None = None
     lr: float | None = None
     batch_size: int | None = None
@@ -151,6 +159,8 @@ def flow_stats(
     files)."""
     status = int(member["status"])
     jacobians = int(member["jacobians"])
+    exact = {k: (None if int(member.get(k, -1)) < 0 else int(member[k])) for k in ("crossings", "entries", "exits",
+                                                                                   "max_pinned")}  # fmt: skip
     return RunStats(
         method=method,
         status=STATUS_NAMES[status],
@@ -174,4 +184,5 @@ def flow_stats(
         max_norm_drift=float(member["norm_drift"]),
         max_balance_drift=float(member["balance_drift"]) if balance_law else None,
         balance_enforced=balance_law and balance_enforced,
+        **exact,
     )

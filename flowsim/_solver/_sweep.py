@@ -35,7 +35,16 @@ from .._data import Dataset
 from .._errors import Checked, ResultFileError, SolveError, fail
 from .._model import Model, Network, State, check_lam, check_state
 from ._options import check_solve
-from ._result import FORMAT, FORMAT_VERSION, MEMBER_VARIABLES, SweepResult, empty_dataset, load, write_atomic
+from ._result import (
+    FORMAT,
+    FORMAT_VERSION,
+    MEMBER_VARIABLES,
+    SweepResult,
+    empty_dataset,
+    load,
+    smoothing_attr,
+    write_atomic,
+)
 from ._solve import BATCHING, compiled_member, settings_for
 from ._stats import FAILURES, NOT_RUN, STATUS_NAMES, failure_message
 
@@ -264,7 +273,7 @@ def sweep(
         "activation": net.activation,
         "depth": net.depth,
         "solver": solver,
-        "smoothing": 0.0 if eps is None else float(eps),
+        "smoothing": smoothing_attr(eps),
         "rtol": rtol,
         "atol": atol,
         "t1": float(t1),

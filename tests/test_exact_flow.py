@@ -1,0 +1,125 @@
+"""``fs.simulate(..., smoothing=0)``: the exact ReLU flow, event-driven (one hidden layer).
+
+References, each an independent code path: projected Euler on the raw field (σ′ = 1[z > 0]) at tiny steps,
+which chatters across the sliding surfaces and converges to the Filippov solution at first order; the
+smoothed flows at shrinking ε, which converge to it linearly in ε; and the layer-balance law.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import flowsim as fs
+from flowsim._experiments._common import separated
+from tests.helpers import assert_input_error
+
+T1 = 2.0
+TS = np.linspace(0.0, T1, 5)
+
+
+@functools.cache
+def problem():
+    """Clusters, 5-16-1, ``normalized`` with λ = 1e-2: by t = 2 this start crosses hundreds of kinks and slides
+    on up to 4 pre-activations, entering and leaving."""
+    (train, _), net = separated(90, 0).split(1 / 3, seed=0), fs.Network((5, 16, 1))
+    model = fs.load_model("normalized", lam=1e-2)
+    return model, net, train, model.init(net, seed=3, scale=0.5)
+
+
+@functools.cache
+def exact(rtol: float):
+    model, net, train, s0 = problem()
+    return fs.simulate(model, net, train, s0, t1=T1, ts=TS, smoothing=0, rtol=rtol, atol=rtol * 1e-3)
+
+
+def flat_rows(traj) -> np.ndarray:
+    return np.stack([np.asarray(ravel_pytree(traj.state(i))[0]) for i in range(len(traj.ts))])
+
+
+def test_events_are_counted_and_sliding_happens():
+    st = exact(1e-9).stats
+    assert st.status == "ok" and st.smoothing == 0.0
+    assert st.crossings > 100 and st.entries >= 1 and st.exits >= 1 and st.max_pinned >= 2
+    assert 0 < st.sliding_time <= T1
+    smooth = fs.simulate(*problem(), t1=0.1, ts=[0.0, 0.1])
+    assert smooth.stats.crossings is None and smooth.stats.max_pinned is None
+
+
+def test_accuracy_is_set_by_rtol():
+    ref = flat_rows(exact(1e-9))
+    err = np.max(np.abs(flat_rows(exact(1e-6)) - ref))
+    assert err < 1e-6  # measured 1.3e-7 at rtol 1e-6
+
+
+def test_sliding_against_projected_euler_on_the_raw_field():
+    # Euler on σ′ = 1[z > 0], each step put back on the sphere: it chatters across the surfaces the exact flow
+    # slides on, and its distance to the exact solution falls with the step, at first order.
+    model, net, train, s0 = problem()
+    F = model.vector_field(net, train, smoothing=None)
+    z0, unravel = ravel_pytree(s0)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def euler(z, n):
+        def step(z, _):
+            s = unravel(z + (T1 / n) * ravel_pytree(F(0.0, unravel(z)))[0])
+            V = tuple(v / jnp.linalg.norm(v) for v in s.V)
+            return ravel_pytree(fs.State(V, s.rho, s.rho_k))[0], None
+
+        return jax.lax.scan(step, z, None, length=n)[0]
+
+    ref = flat_rows(exact(1e-9))[-1]
+    errs = [float(np.max(np.abs(np.asarray(euler(z0, n)) - ref))) for n in (2_000, 20_000, 200_000)]
+    assert errs[2] < errs[1] < errs[0]
+    assert errs[2] < errs[0] / 30  # first order: 100× smaller steps, ~100× closer
+    assert errs[2] < 1e-4
+
+
+def test_smoothed_flows_converge_to_it_linearly_in_eps():
+    model, net, train, s0 = problem()
+    ref = flat_rows(exact(1e-9))
+    errs = []
+    for eps in (1e-5, 1e-6):
+        tr = fs.simulate(model, net, train, s0, t1=T1, ts=TS, smoothing=eps, rtol=1e-10, atol=1e-13, max_steps=10**6)
+        errs.append(float(np.max(np.abs(flat_rows(tr) - ref))))
+    # measured 3.0e-4 and 3.0e-5: ≈ 30 ε
+    assert 5 * 1e-5 < errs[0] < 100 * 1e-5
+    assert 5 < errs[0] / errs[1] < 20
+
+
+def test_balance_law_holds_through_the_exact_flow():
+    # unnormalized, without WD: ρ_1² − ρ_2² is conserved by the flow, kinks or not
+    (train, _), net = separated(90, 0).split(1 / 3, seed=0), fs.Network((5, 16, 1))
+    model = fs.load_model("unnormalized", lam=0.0)
+    s0 = model.init(net, seed=3, scale=0.5)
+    s0 = fs.State(s0.V, s0.rho, s0.rho_k * jnp.array([1.3, 0.8]))
+    tr = fs.simulate(model, net, train, s0, t1=5.0, ts=[0.0, 2.5, 5.0], smoothing=0, rtol=1e-9, atol=1e-12)
+    assert tr.stats.crossings > 0
+    gap = np.asarray(tr.rho_k[:, 0] ** 2 - tr.rho_k[:, 1] ** 2)
+    assert np.max(np.abs(gap / gap[0] - 1)) < 1e-7
+
+
+def test_sweep_members_equal_their_simulate_runs():
+    model, net, train, _ = problem()
+    states = [model.init(net, seed=s, scale=0.5) for s in (3, 4)]
+    res = fs.sweep(model, net, train, states, t1=T1, ts=TS, smoothing=0, rtol=1e-6)
+    for i, s in enumerate(states):
+        single = fs.simulate(model, net, train, s, t1=T1, ts=TS, smoothing=0, rtol=1e-6)
+        member = res.trajectory(i)
+        assert np.max(np.abs(flat_rows(member) - flat_rows(single))) <= 1e-8
+        assert member.stats.crossings == single.stats.crossings
+
+
+def test_bad_input_names_the_argument():
+    model, _, train, _ = problem()
+    deep = fs.Network((5, 4, 4, 1))
+    with pytest.raises(fs.InputError) as excinfo:
+        fs.simulate(model, deep, train, model.init(deep, seed=0), t1=1.0, smoothing=0)
+    assert_input_error(excinfo, "smoothing", expected_hint="one hidden layer")
+    _, net, _, s0 = problem()
+    with pytest.raises(fs.InputError) as excinfo:
+        fs.simulate(model, net, train, s0, t1=1.0, smoothing=0, solver="tsit5")
+    assert_input_error(excinfo, "solver")
