@@ -27,7 +27,7 @@ from jaxtyping import Array, Bool, Float
 
 from .._model import Network, State
 from .._model._filippov import _forward_parts, _problem, exact_field, one_sided_field
-from .._model._stratum import UnitBases, project_rows, sample_coefficients, unit_bases
+from .._model._stratum import UnitBases, least_norm_correction, project_rows, sample_coefficients, unit_bases
 from ._flat import unraveler
 from ._rosenbrock import RosenbrockW, _State
 
@@ -71,7 +71,7 @@ def sliding_margins(model, net, x, y, state: State, mode: Mode) -> tuple[Array, 
     ‖V̇_1‖ ‖x_n‖`` (the jump of ``ż`` across the gate, plus the speed), which does not vanish there.
     """
     base = one_sided_field(model, net, x, y, state, (mode.gates,))
-    beta = sample_coefficients(mode.bases, base.V[0])
+    beta = sample_coefficients(mode.bases, x, base.V[0])
     p = _problem(model, net, x, y, state, 0.0, ())
     jump = p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
     sq = jnp.sum(x * x, axis=1)[:, None]
@@ -137,14 +137,10 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
     return mode, m, info
 
 
-def project_onto(state: State, x, sliding) -> State:
-    """The state moved back onto the stratum of `sliding` (least-norm change of ``V_1``, then renormalized)."""
-    V1 = state.V[0]
-    z = jnp.where(sliding, x @ V1.T, 0.0)
-    bases = unit_bases(x, sliding)
-    # rows: V_1[i] − Σ_n β_{n,i} x_n with Σ_n β x_n the least-norm row correction zeroing z_{·,i}
-    c = jnp.einsum("ink,ni->ik", bases.U, z) / jnp.where(bases.keep, bases.s, 1.0)
-    V1 = V1 - jnp.einsum("ik,ikd->id", jnp.where(bases.keep, c, 0.0), bases.W)
+def project_onto(state: State, x, bases: UnitBases) -> State:
+    """The state moved back onto the stratum of `bases` (least-norm change of ``V_1``, then renormalized: a
+    positive scaling keeps zeros)."""
+    V1 = state.V[0] - least_norm_correction(bases, x, x @ state.V[0].T)
     return State((V1 / jnp.linalg.norm(V1), state.V[1]), state.rho, state.rho_k)
 
 
@@ -392,7 +388,8 @@ def _event_update(model, net, x, y, z, mode: Mode):
     exiting = jnp.where(mode.sliding & (lower <= EVENT_TOL), 0, -1)
     exiting = jnp.where(mode.sliding & (upper <= EVENT_TOL) & (upper < lower), 1, exiting)
     candidates = mode.sliding | near
-    state = project_onto(state, x, candidates)
+    # onto the stratum of every candidate: the new sliding set is among them, and the others leave from zero
+    state = project_onto(state, x, unit_bases(x, candidates))
     scales = _scales(state.V[0], x)
 
     leaving = exiting >= 0
@@ -407,7 +404,6 @@ def _event_update(model, net, x, y, z, mode: Mode):
         return new, info.converged & consistent
 
     new, ok = jax.lax.cond(_consistent(box, back), lambda: (trial, jnp.asarray(True)), select)
-    state = project_onto(state, x, new.sliding)
     kinds = jnp.stack([
         jnp.sum(near & ~new.sliding & (new.gates != mode.gates)),  # crossings
         jnp.sum(near & new.sliding),  # entries
@@ -484,7 +480,7 @@ def initial_mode(model, net, x, y, state: State, tol: float = 1e-10):
     from .._model._filippov import pinned
 
     candidates = pinned(model, net, x, state, tol)[0]
-    state = project_onto(state, x, candidates)
+    state = project_onto(state, x, unit_bases(x, candidates))
     mode, _, _ = select_mode(model, net, x, y, state, candidates, jnp.full(candidates.shape, -1))
     mode, _ = make_consistent(model, net, x, y, state, mode, _scales(state.V[0], x))
-    return project_onto(state, x, mode.sliding), mode
+    return state, mode
