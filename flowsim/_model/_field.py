@@ -32,7 +32,7 @@ def resolve_smoothing(net: Network, smoothing) -> float | None:
     return value
 
 
-def field(model, net: Network, x, y, state: State, eps: float | None = None) -> State:
+def field(model, net: Network, x, y, state: State, eps: float | None = None, gates=None) -> State:
     """The State-shaped time derivative at `state` (traceable; `eps` smooths σ′ for regularized solves).
 
     **Arguments:**
@@ -41,11 +41,12 @@ def field(model, net: Network, x, y, state: State, eps: float | None = None) -> 
     - `x`, `y`: the data as arrays, shapes ``(N, d_0)`` and ``(N,)``.
     - `state`: the point.
     - `eps`: width of the smooth step replacing σ′ (``None``: the raw ReLU derivative).
+    - `gates`: σ′ itself, one array per hidden layer (shapes ``(N, d_k)``): a one-sided field (overrides `eps`).
 
     **Returns:** a [`flowsim.State`][flowsim.State] holding the time derivatives.
     """
     c = model.compiled(net)
-    f, pullback = jax.vjp(lambda V_: net._forward(V_, x, eps), tuple(state.V))
+    f, pullback = jax.vjp(lambda V_: net._forward(V_, x, eps, gates), tuple(state.V))
     rho = jnp.prod(state.rho_k) if model.per_layer else state.rho
     (g,) = pullback(c.weight(rho, f, y) * jnp.ones_like(f))
 

@@ -279,13 +279,8 @@ def one_sided_field(
     not reach, are those of :func:`flowsim._model.field`.
     """
     x, y = jnp.asarray(x), jnp.asarray(y)
-    base = field(model, net, x, y, state)
-    if net.depth < 2:
-        return base
-    p = _problem(model, net, x, y, state, 0.0)
-    yhat = _directions(p, tuple(gates))
-    V = tuple(c * q for c, q in zip(p.c, yhat)) + (base.V[-1],)
-    return State(V, base.rho, base.rho_k)
+    # one backward pass with σ′ = gates (the forward values are σ's): the scales and V̇_L do not see σ′
+    return field(model, net, x, y, state, gates=tuple(gates) if net.depth >= 2 else None)
 
 
 # ---- the bounded least-squares solve ------------------------------------------------------------------

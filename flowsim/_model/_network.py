@@ -86,12 +86,19 @@ class Network(eqx.Module):
     def _sigma(self, z):
         return jnp.maximum(z, 0.0) if self.activation == "relu" else z
 
-    def _forward(self, V, x, eps: float | None = None):
-        """f(V; x) for all rows; with `eps`, ReLU's derivative (only) is the smooth step of width ε."""
+    def _forward(self, V, x, eps: float | None = None, gates=None):
+        """f(V; x) for all rows; with `eps`, ReLU's derivative (only) is the smooth step of width ε; with
+        `gates` (one array per hidden layer, shapes ``(N, d_k)``), it is those values (a one-sided field)."""
         sigma = _smooth_relu(eps) if eps and self.activation == "relu" else self._sigma
         a = x
-        for Vk in tuple(V)[:-1]:
-            a = sigma(a @ Vk.T)
+        for k, Vk in enumerate(tuple(V)[:-1]):
+            z = a @ Vk.T
+            # with gates: the value max(z, 0) exactly, the derivative the gate (the second term is zero in value)
+            a = (
+                sigma(z)
+                if gates is None
+                else jax.lax.stop_gradient(self._sigma(z)) + gates[k] * (z - jax.lax.stop_gradient(z))
+            )
         return (a @ V[-1].T)[:, 0]
 
     @eqx.filter_jit
