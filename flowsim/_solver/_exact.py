@@ -6,15 +6,17 @@ every other pre-activation — it is ``P_S F_g``, the one-sided field projected 
 A segment is integrated by the stiff solver until an event:
 
 - a free pre-activation reaches zero (its signed distance ``±z / (‖V_1‖ ‖x_n‖)`` crosses 0): it crosses,
-  enters ``S``, or leaves again;
-- a sliding one's multiplier ``α ∈ [0, 1]`` (its σ′ in the Filippov combination) reaches a bound: it leaves
-  ``S`` to the side of that bound;
+  or enters ``S`` if both one-sided fields push it back;
+- a sliding one's one-sided velocities stop pointing into its surface (`sliding_margins`): it leaves ``S`` to
+  that side;
 - the speed falls below the steady-state tolerance.
 
-The event time is located by bisection on the step's dense output. There the mode is chosen again from the
-exact velocity ``m`` (a bounded least squares over the pinned pre-activations): a pinned pre-activation slides
-if ``m`` keeps it at zero, else it leaves to the side ``m`` moves it to; the state is projected onto the new
-stratum. One hidden layer: the strata are then linear in ``V_1`` (see ``_stratum``).
+The event is located by regula falsi on the step's dense output, then on steps redone from the step's start,
+to within `EVENT_TOL` of the layer's scale. There the mode that flips or releases what the event concerns is
+tried first; if it is not consistent, the exact velocity ``m`` (a bounded least squares over the pinned
+pre-activations) chooses, and an active-set pass corrects its choice (`make_consistent`). Only attracting
+surfaces hold a pre-activation (`attracting`). One hidden layer: the strata are then linear in ``V_1`` (see
+``_stratum``), so the projection is fixed along a segment and every stage of a step stays on the stratum.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ._rosenbrock import RosenbrockW, _State
 # this offset, so the event does not fire on the first step.
 RELEASE_OFFSET = 1e-9
 # At an event: |z| below this (relative, as in `pinned`) counts as at zero; |ż| below this (relative to
-# ‖V̇_1‖ ‖x_n‖) as held at zero; α within this of a bound as at the bound.
+# ‖V̇_1‖ ‖x_n‖) as held at zero; a margin below this (relative, `sliding_margins`) as reached.
 EVENT_TOL = 1e-8
 
 
@@ -216,8 +218,8 @@ def exact_member(
     """Integrate the exact flow of one member (traceable: one ``lax.while_loop``; one hidden layer).
 
     The segments are RosenbrockW steps on ``P_S F_g``; the Jacobian and its LU are kept across events (a
-    W-method allows any matrix; each event only marks them for a rebuild at the next step), and so is the step
-    size. A step whose end has crossed the event function's zero is redone to the event: the crossing is
+    W-method allows any matrix), except when the sliding set changes (the stages stay on the new stratum only
+    with its projection in the matrix), and so is the step size. A step whose end has crossed the event function's zero is redone to the event: the crossing is
     located on the step's dense output, then refined on steps redone from the step's start.
 
     **Returns:** a dict: ``saves`` (the flat states at `ts`, NaN where not reached), ``t_final``, ``z_final``,
