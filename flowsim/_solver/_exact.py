@@ -219,8 +219,9 @@ def exact_member(
 
     The segments are RosenbrockW steps on ``P_S F_g``; the Jacobian and its LU are kept across events (a
     W-method allows any matrix), except when the sliding set changes (the stages stay on the new stratum only
-    with its projection in the matrix), and so is the step size. A step whose end has crossed the event function's zero is redone to the event: the crossing is
-    located on the step's dense output, then refined on steps redone from the step's start.
+    with its projection in the matrix), and so is the step size. A step whose end has crossed the event
+    function's zero is redone to the event: the crossing is located on the step's dense output, then refined on
+    steps redone from the step's start.
 
     **Returns:** a dict: ``saves`` (the flat states at `ts`, NaN where not reached), ``t_final``, ``z_final``,
     ``status`` (see the module's constants), the counts of `_COUNTS`, and ``sliding_time``.
