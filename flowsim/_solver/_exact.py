@@ -74,8 +74,7 @@ def sliding_margins(model, net, x, y, state: State, mode: Mode) -> tuple[Array, 
     """
     base = one_sided_field(model, net, x, y, state, (mode.gates,))
     beta = sample_coefficients(mode.bases, x, base.V[0])
-    p = _problem(model, net, x, y, state, 0.0, ())
-    jump = p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
+    jump = _gate_effect(model, net, x, y, state)
     sq = jnp.sum(x * x, axis=1)[:, None]
     scale = jnp.abs(jump) * sq + jnp.linalg.norm(base.V[0]) * jnp.sqrt(sq) + jnp.finfo(x.dtype).tiny
     lower = jnp.where(mode.sliding, beta * sq / scale, 1.0)
@@ -83,15 +82,20 @@ def sliding_margins(model, net, x, y, state: State, mode: Mode) -> tuple[Array, 
     return lower, upper
 
 
-def attracting(model, net, x, y, state: State) -> Bool[Array, "N d1"]:
-    """Where sliding is possible: raising σ′ of ``(n, i)`` from 0 to 1 changes ``ż_{n,i}`` by
-    ``−g^{θθ} u_{n,i} ‖x_n‖²``, so with ``u > 0`` both one-sided fields point into the surface when a σ′ in
-    (0, 1) holds ``z`` at zero (it attracts), and with ``u < 0`` both point away (it repels: sliding there is a
-    Filippov solution, but an unstable one that every smoothed flow leaves at once). ``u`` below 1e-8 of the
-    largest counts as zero."""
+def _gate_effect(model, net, x, y, state: State) -> Float[Array, "N d1"]:
+    """``g^{θθ} u_{n,i}``: raising σ′ of ``(n, i)`` from 0 to 1 moves row ``i`` of ``V̇_1`` by
+    ``−g^{θθ} u_{n,i} x_n`` (``u`` the backpropagated signal), so ``ż_{n,i}`` by ``−g^{θθ} u_{n,i} ‖x_n‖²``."""
     p = _problem(model, net, x, y, state, 0.0, ())
-    u = p.w[:, None] * state.V[1][0][None, :]
-    return u > EVENT_TOL * jnp.max(jnp.abs(u))
+    return p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
+
+
+def attracting(model, net, x, y, state: State) -> Bool[Array, "N d1"]:
+    """Where sliding is possible (`_gate_effect` > 0): both one-sided fields point into the surface when a σ′
+    in (0, 1) holds ``z`` at zero (it attracts). With ``u < 0`` both point away (it repels: sliding there is a
+    Filippov solution, but an unstable one that every smoothed flow leaves at once). An effect below 1e-8 of
+    the largest counts as zero."""
+    effect = _gate_effect(model, net, x, y, state)
+    return effect > EVENT_TOL * jnp.max(jnp.abs(effect))
 
 
 def distance(model, net, x, y, state: State, mode: Mode) -> Float[Array, ""]:
@@ -168,36 +172,40 @@ class _Loop(eqx.Module):
     h_lu: Array
     jac_age: Array
     saves: Array
-    counts: Array  # steps, rejected, jacobians, crossings, entries, exits, events, unconverged, max sliding
+    counts: Array  # _COUNTS
     sliding_time: Array
     status: Array
 
 
-_COUNTS = ("steps", "rejected_steps", "jacobians", "crossings", "entries", "exits", "events",
-           "unconverged_selections", "max_sliding", "missed_locations", "inconsistent_modes")  # fmt: skip
+_COUNTS = ("steps", "rejected_steps", "jacobians", "crossings", "entries", "exits", "events", "max_sliding")
 
 
-def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol):
+def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol, *, first=None, aux=None):
     """Regula falsi (Illinois) on a bracket ``[lo, hi]`` of a sign change of `g` (``g_lo > 0 ≥ g_hi``) until
-    ``|g| ≤ tol`` or `iterations`; returns the last point tried (``hi`` if none)."""
+    ``|g| ≤ tol`` or `iterations`. `g` returns ``(value, aux)``; the first point tried is `first` if given.
+
+    **Returns:** ``(m, g(m), aux(m), hi)``: the last point tried (``hi``, with `aux`, if none) and the bracket's
+    end past the sign change."""
 
     def cond(c):
-        i, *_, g_m = c
+        i, *_, g_m, _ = c
         return (i < iterations) & (jnp.abs(g_m) > tol)
 
     def body(c):
-        i, lo, g_lo, hi, g_hi, side, _, _ = c
+        i, lo, g_lo, hi, g_hi, side, *_ = c
         m = jnp.clip(hi - g_hi * (hi - lo) / (g_hi - g_lo), lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))
-        gm = g(m)
+        if first is not None:
+            m = jnp.where(i == 0, first, m)
+        gm, aux_m = g(m)
         up = gm > 0  # the root is above m
         # Illinois: halve the value kept at the end that did not move twice in a row
         g_hi = jnp.where(up & (side == 1), 0.5 * g_hi, g_hi)
         g_lo = jnp.where(~up & (side == -1), 0.5 * g_lo, g_lo)
         return (i + 1, jnp.where(up, m, lo), jnp.where(up, gm, g_lo), jnp.where(up, hi, m),
-                jnp.where(up, g_hi, gm), jnp.where(up, 1, -1), m, gm)  # fmt: skip
+                jnp.where(up, g_hi, gm), jnp.where(up, 1, -1), m, gm, aux_m)  # fmt: skip
 
-    out = jax.lax.while_loop(cond, body, (0, lo, g_lo, hi, g_hi, 0, hi, g_hi))
-    return out[-2]
+    out = jax.lax.while_loop(cond, body, (0, lo, g_lo, hi, g_hi, 0, hi, g_hi, aux))
+    return out[-3], out[-2], out[-1], out[3]
 
 
 def exact_member(
@@ -252,7 +260,7 @@ def exact_member(
     zeros = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1)
     init = _Loop(
         jnp.asarray(0.0, dtype), z, h0, mode, f0, dist(z, mode), lu, perm, h0, jnp.asarray(0),
-        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), zeros.at[8].set(jnp.sum(mode.sliding).astype(jnp.int32)),
+        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), zeros.at[7].set(jnp.sum(mode.sliding).astype(jnp.int32)),
         jnp.asarray(0.0, dtype), jnp.asarray(RUNNING),
     )  # fmt: skip
 
@@ -281,37 +289,19 @@ def exact_member(
             # The step is redone to land in [−EVENT_TOL, 0] of the event function: aim at its middle, first on the
             # dense output, then by regula falsi (Illinois) on steps redone from the step's start.
             g = lambda z_: dist(z_, c.mode) + _AIM  # noqa: E731
-            guess = _illinois(lambda th: g(c.z + th * (lin + th * quad)), 0.0, c.d0 + _AIM, 1.0, d1 + _AIM,
-                              _LOCATE_ITERATIONS, 0.5 * _AIM)  # fmt: skip
+            guess, *_ = _illinois(lambda th: (g(c.z + th * (lin + th * quad)), None), 0.0, c.d0 + _AIM, 1.0,
+                                  d1 + _AIM, _LOCATE_ITERATIONS, 0.5 * _AIM)  # fmt: skip
 
-            def redo(r):
-                i, h_lo, g_lo, h_hi, g_hi, side, best = r
-                m = jnp.where(i == 0, guess * h, h_hi - g_hi * (h_hi - h_lo) / (g_hi - g_lo))
-                m = jnp.clip(m, h_lo + 1e-6 * (h_hi - h_lo), h_hi)
-                out = step(m)
-                gm = g(out[0])
-                found = (best[0] == 0) & (jnp.abs(gm) <= _AIM)
-                best = jax.tree_util.tree_map(lambda a, b: jnp.where(found, a, b), (m, *out), best)
-                up = gm > 0
-                g_hi = jnp.where(up & (side == 1), 0.5 * g_hi, g_hi)
-                g_lo = jnp.where(~up & (side == -1), 0.5 * g_lo, g_lo)
-                return (i + 1, jnp.where(up, m, h_lo), jnp.where(up, gm, g_lo), jnp.where(up, h_hi, m),
-                        jnp.where(up, g_hi, gm), jnp.where(up, 1, -1), best)  # fmt: skip
+            def redone(h_):
+                out = step(h_)
+                return g(out[0]), out
 
-            best0 = (jnp.asarray(0.0, dtype), z1, err, lin, quad)
-            init = (0, 0.0 * h, c.d0 + _AIM, h, d1 + _AIM, jnp.asarray(0), best0)
-            _, h_lo, g_lo, h_hi, g_hi, _, best = jax.lax.while_loop(
-                lambda r: (r[0] < _REDO_ITERATIONS) & (r[-1][0] == 0), redo, init
-            )
+            m, gm, out, h_hi = _illinois(redone, 0.0 * h, c.d0 + _AIM, h, d1 + _AIM, _REDO_ITERATIONS, _AIM,
+                                         first=guess * h, aux=(z1, err, lin, quad))  # fmt: skip
             # none landed in the window: the bracket's end past the event (the projection then absorbs the miss)
-            fallback = (h_hi, *step(h_hi))
-            located = best[0] > 0
-            out = jax.tree_util.tree_map(lambda a, b: jnp.where(located, a, b), best, fallback)
-            return out, ~located
+            return jax.lax.cond(jnp.abs(gm) <= _AIM, lambda: (m, *out), lambda: (h_hi, *step(h_hi)))
 
-        (h_acc, z_acc, _, lin, quad), missed = jax.lax.cond(
-            event, locate, lambda: ((h, z1, err, lin, quad), jnp.asarray(False))
-        )
+        h_acc, z_acc, _, lin, quad = jax.lax.cond(event, locate, lambda: (h, z1, err, lin, quad))
         t_new = c.t + h_acc
         theta = (ts - c.t) / h_acc
         put = ok & (ts > c.t) & (ts <= t_new)
@@ -322,9 +312,9 @@ def exact_member(
             return _event_update(model, net, x, y, z_acc, c.mode)
 
         def none(z_acc):
-            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(True), jnp.asarray(False)
+            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(False)
 
-        z_new, mode_new, kinds, converged, restratified = jax.lax.cond(event, at, none, z_acc)
+        z_new, mode_new, kinds, restratified = jax.lax.cond(event, at, none, z_acc)
 
         F_new = field_of(mode_new)
         f_new = jax.lax.cond(event, lambda: F_new(t_new, z_new), lambda: F(t_new, z_acc))
@@ -341,9 +331,7 @@ def exact_member(
             .add(need.astype(jnp.int32))
         )
         counts = counts.at[3:6].add(jnp.where(event, kinds, 0)).at[6].add(event.astype(jnp.int32))
-        i32 = lambda b: b.astype(jnp.int32)  # noqa: E731
-        counts = counts.at[7].add(i32(event & ~converged)).at[8].max(i32(jnp.sum(mode_new.sliding)))
-        counts = counts.at[9].add(i32(event & missed)).at[10].add(i32(event & (d_new + _AIM <= 0)))
+        counts = counts.at[7].max(jnp.sum(mode_new.sliding).astype(jnp.int32))
         sliding_time = c.sliding_time + jnp.where(ok & jnp.any(c.mode.sliding), h_acc, 0.0)
 
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
@@ -377,7 +365,7 @@ def exact_member(
 
 def _event_update(model, net, x, y, z, mode: Mode):
     """At an event: the new mode and the state projected onto its stratum, the counts of (crossings, entries,
-    exits), whether the selection converged, and whether the sliding set changed.
+    exits), and whether the sliding set changed.
 
     Most events are a free pre-activation crossing transversally, or a sliding one leaving at its bound: the
     mode that flips the first's gate, or releases the second to its bound's side, is tried first and kept if
@@ -402,17 +390,16 @@ def _event_update(model, net, x, y, z, mode: Mode):
     _, box, back = _violations(model, net, x, y, state, trial, scales)
 
     def select():
-        new, _, info = select_mode(model, net, x, y, state, candidates, exiting)
-        new, consistent = make_consistent(model, net, x, y, state, new, scales)
-        return new, info.converged & consistent
+        new, _, _ = select_mode(model, net, x, y, state, candidates, exiting)
+        return make_consistent(model, net, x, y, state, new, scales)[0]
 
-    new, ok = jax.lax.cond(_consistent(box, back), lambda: (trial, jnp.asarray(True)), select)
+    new = jax.lax.cond(_consistent(box, back), lambda: trial, select)
     kinds = jnp.stack([
         jnp.sum(near & ~new.sliding & (new.gates != mode.gates)),  # crossings
         jnp.sum(near & new.sliding),  # entries
         jnp.sum(mode.sliding & ~new.sliding),  # exits
     ]).astype(jnp.int32)  # fmt: skip
-    return ravel_pytree(state)[0], new, kinds, ok, jnp.any(new.sliding != mode.sliding)
+    return ravel_pytree(state)[0], new, kinds, jnp.any(new.sliding != mode.sliding)
 
 
 _CONSISTENCY_ITERATIONS = 16
