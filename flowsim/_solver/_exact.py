@@ -167,8 +167,7 @@ class _Loop(eqx.Module):
     mode: Mode
     f0: Array  # the segment field at (t, z)
     d0: Array  # the event function at (t, z)
-    lu: Array
-    perm: Array
+    inv: Array  # (I − γ h_lu J)⁻¹: see RosenbrockW
     h_lu: Array
     jac_age: Array
     saves: Array
@@ -177,7 +176,9 @@ class _Loop(eqx.Module):
     status: Array
 
 
-_COUNTS = ("steps", "rejected_steps", "jacobians", "crossings", "entries", "exits", "events", "max_sliding")
+_COUNTS = (
+    "steps", "rejected_steps", "jacobians", "crossings", "entries", "exits", "events", "max_sliding", "unresolved",
+)  # fmt: skip
 
 
 def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol, *, first=None, aux=None):
@@ -225,9 +226,9 @@ def exact_member(
 ) -> dict:
     """Integrate the exact flow of one member (traceable: one ``lax.while_loop``; one hidden layer).
 
-    The segments are RosenbrockW steps on ``P_S F_g``; the Jacobian and its LU are kept across events (a
-    W-method allows any matrix), except when the sliding set changes (the stages stay on the new stratum only
-    with its projection in the matrix), and so is the step size. A step whose end has crossed the event
+    The segments are RosenbrockW steps on ``P_S F_g``; the Jacobian (as the inverse of ``I − γhJ``) is kept
+    across events (a W-method allows any matrix), except when the sliding set changes (the stages stay on the
+    new stratum only with its projection in the matrix), and so is the step size. A step whose end has crossed the event
     function's zero is redone to the event: the crossing is located on the step's dense output, then refined on
     steps redone from the step's start.
 
@@ -251,16 +252,16 @@ def exact_member(
         return ros._factor(jac, h)
 
     z0s = unravel(z0)
-    state, mode = initial_mode(model, net, x, y, z0s)
+    state, mode, resolved = initial_mode(model, net, x, y, z0s)
     z = ravel_pytree(state)[0]
     F = field_of(mode)
     f0 = F(0.0, z)
     h0 = jnp.minimum(t1, 1e-2 * (1.0 + jnp.linalg.norm(z)) / jnp.maximum(jnp.linalg.norm(f0), 1e-300))
-    lu, perm = factor(F, 0.0, z, h0)
+    inv = factor(F, 0.0, z, h0)
     zeros = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1)
     init = _Loop(
-        jnp.asarray(0.0, dtype), z, h0, mode, f0, dist(z, mode), lu, perm, h0, jnp.asarray(0),
-        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), zeros.at[7].set(jnp.sum(mode.sliding).astype(jnp.int32)),
+        jnp.asarray(0.0, dtype), z, h0, mode, f0, dist(z, mode), inv, h0, jnp.asarray(0),
+        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), zeros.at[7].set(jnp.sum(mode.sliding)).at[8].set(~resolved),
         jnp.asarray(0.0, dtype), jnp.asarray(RUNNING),
     )  # fmt: skip
 
@@ -271,9 +272,9 @@ def exact_member(
         F = field_of(c.mode)
         h = jnp.minimum(c.h, t1 - c.t)
         need = (c.jac_age >= _MAX_JACOBIAN_AGE) | (jnp.abs(h / c.h_lu - 1.0) > _REFACTOR_RATIO)
-        lu, perm = jax.lax.cond(need, lambda: factor(F, c.t, c.z, h), lambda: (c.lu, c.perm))
+        inv = jax.lax.cond(need, lambda: factor(F, c.t, c.z, h), lambda: c.inv)
         h_lu = jnp.where(need, h, c.h_lu)
-        rs = ros_state(c.f0, lu, perm, h_lu)
+        rs = ros_state(c.f0, inv, h_lu)
 
         def step(h_):
             return ros._stages(F, c.t, c.z, c.f0, h_, rs)
@@ -312,9 +313,9 @@ def exact_member(
             return _event_update(model, net, x, y, z_acc, c.mode)
 
         def none(z_acc):
-            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(False)
+            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True)
 
-        z_new, mode_new, kinds, restratified = jax.lax.cond(event, at, none, z_acc)
+        z_new, mode_new, kinds, restratified, resolved = jax.lax.cond(event, at, none, z_acc)
 
         F_new = field_of(mode_new)
         f_new = jax.lax.cond(event, lambda: F_new(t_new, z_new), lambda: F(t_new, z_acc))
@@ -332,6 +333,7 @@ def exact_member(
         )
         counts = counts.at[3:6].add(jnp.where(event, kinds, 0)).at[6].add(event.astype(jnp.int32))
         counts = counts.at[7].max(jnp.sum(mode_new.sliding).astype(jnp.int32))
+        counts = counts.at[8].add((ok & ~resolved).astype(jnp.int32))
         sliding_time = c.sliding_time + jnp.where(ok & jnp.any(c.mode.sliding), h_acc, 0.0)
 
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
@@ -345,14 +347,14 @@ def exact_member(
         )  # fmt: skip
         return _Loop(
             t_out, z_out, h_next, jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), mode_new, c.mode),
-            keep(f_new, c.f0), keep(d_new, c.d0), lu, perm, h_lu,
+            keep(f_new, c.f0), keep(d_new, c.d0), inv, h_lu,
             # a new sliding set needs a new Jacobian: the stages stay on the stratum only with P_S in it
             jnp.where(restratified & ok, _MAX_JACOBIAN_AGE, jnp.where(need, 1, c.jac_age + ok)),
             saves, counts, sliding_time, status,
         )  # fmt: skip
 
-    def ros_state(f0, lu, perm, h_lu):
-        return _State(f0, lu, perm, jnp.zeros_like(f0), h_lu, jnp.asarray(0), jnp.asarray(0))
+    def ros_state(f0, inv, h_lu):
+        return _State(f0, inv, jnp.zeros_like(f0), h_lu, jnp.asarray(0), jnp.asarray(0))
 
     out = jax.lax.while_loop(cond, body, init)
     result = {name: out.counts[i] for i, name in enumerate(_COUNTS)}
@@ -364,8 +366,9 @@ def exact_member(
 
 
 def _event_update(model, net, x, y, z, mode: Mode):
-    """At an event: the new mode and the state projected onto its stratum, the counts of (crossings, entries,
-    exits), and whether the sliding set changed.
+    """At an event: the state projected onto its stratum, the new mode, the counts of (crossings, entries,
+    exits), whether the sliding set changed, and whether the mode is resolved (consistent, found by loops that
+    converged within their caps).
 
     Most events are a free pre-activation crossing transversally, or a sliding one leaving at its bound: the
     mode that flips the first's gate, or releases the second to its bound's side, is tried first and kept if
@@ -390,16 +393,17 @@ def _event_update(model, net, x, y, z, mode: Mode):
     _, box, back = _violations(model, net, x, y, state, trial, scales)
 
     def select():
-        new, _, _ = select_mode(model, net, x, y, state, candidates, exiting)
-        return make_consistent(model, net, x, y, state, new, scales)[0]
+        new, _, info = select_mode(model, net, x, y, state, candidates, exiting)
+        new, done = make_consistent(model, net, x, y, state, new, scales)
+        return new, done & info.converged
 
-    new = jax.lax.cond(_consistent(box, back), lambda: trial, select)
+    new, resolved = jax.lax.cond(_consistent(box, back), lambda: (trial, jnp.asarray(True)), select)
     kinds = jnp.stack([
         jnp.sum(near & ~new.sliding & (new.gates != mode.gates)),  # crossings
         jnp.sum(near & new.sliding),  # entries
         jnp.sum(mode.sliding & ~new.sliding),  # exits
     ]).astype(jnp.int32)  # fmt: skip
-    return ravel_pytree(state)[0], new, kinds, jnp.any(new.sliding != mode.sliding)
+    return ravel_pytree(state)[0], new, kinds, jnp.any(new.sliding != mode.sliding), resolved
 
 
 _CONSISTENCY_ITERATIONS = 16
@@ -466,11 +470,14 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, scales) -> tuple
 
 
 def initial_mode(model, net, x, y, state: State, tol: float = 1e-10):
-    """The mode at the start: the pre-activations within `tol` (relative) of zero are pinned."""
+    """The mode at the start: the pre-activations within `tol` (relative) of zero are pinned.
+
+    **Returns:** ``(state, mode, resolved)``: the state on the mode's stratum, and whether the mode was found by
+    loops that converged within their caps."""
     from .._model._filippov import pinned
 
     candidates = pinned(model, net, x, state, tol)[0]
     state = project_onto(state, x, unit_bases(x, candidates))
-    mode, _, _ = select_mode(model, net, x, y, state, candidates, jnp.full(candidates.shape, -1))
-    mode, _ = make_consistent(model, net, x, y, state, mode, _scales(state.V[0], x))
-    return state, mode
+    mode, _, info = select_mode(model, net, x, y, state, candidates, jnp.full(candidates.shape, -1))
+    mode, done = make_consistent(model, net, x, y, state, mode, _scales(state.V[0], x))
+    return state, mode, done & info.converged
