@@ -45,8 +45,24 @@ def test_events_are_counted_and_sliding_happens():
     assert st.status == "ok" and st.smoothing == 0.0
     assert st.crossings > 100 and st.entries >= 1 and st.exits >= 1 and st.max_pinned >= 2
     assert 0 < st.sliding_time <= T1
+    assert st.unresolved == 0  # every event's mode was consistent, found within the loops' caps
     smooth = fs.simulate(*problem(), t1=0.1, ts=[0.0, 0.1])
-    assert smooth.stats.crossings is None and smooth.stats.max_pinned is None
+    assert smooth.stats.crossings is None and smooth.stats.max_pinned is None and smooth.stats.unresolved is None
+
+
+def test_unresolved_events_are_counted_and_warned_about(monkeypatch):
+    # No consistency iterations: every event whose trial mode is inconsistent (an entry into sliding) is left
+    # unresolved, and simulate must say so.
+    from flowsim._solver import _exact, _solve
+
+    monkeypatch.setattr(_exact, "_CONSISTENCY_ITERATIONS", 0)
+    _solve.compiled_member.cache_clear()  # compile with the patched cap, and drop that program afterwards
+    try:
+        with pytest.warns(UserWarning, match="not resolved at"):
+            tr = fs.simulate(*problem(), t1=T1, ts=TS, smoothing=0, rtol=1e-5)
+    finally:
+        _solve.compiled_member.cache_clear()
+    assert tr.stats.unresolved >= 1 and tr.stats.entries >= 1
 
 
 def test_accuracy_is_set_by_rtol():

@@ -13,7 +13,8 @@ from ._stats import NOT_RUN, STEADY, flow_stats
 from ._trajectory import Trajectory
 
 FORMAT = "flowsim-sweep"
-FORMAT_VERSION = 3  # 2: the RunStats per member, steady-state stops; 3: the exact flow (smoothing "exact", events)
+FORMAT_VERSION = 4  # 2: RunStats per member, steady-state stops; 3: the exact flow (smoothing "exact", events);
+# 4: its unresolved events
 # Per member: the run statistics (see RunStats; status codes in _stats), and the wall time (the member's share
 # of its chunk's).
 MEMBER_VARIABLES = {
@@ -32,6 +33,7 @@ MEMBER_VARIABLES = {
     "entries": np.int64,
     "exits": np.int64,
     "max_pinned": np.int64,
+    "unresolved": np.int64,
     "wall_time": np.float64,
 }
 

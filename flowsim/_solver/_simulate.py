@@ -150,6 +150,12 @@ def simulate(
     traj = member_trajectory(out, ts, t1, net.depth, stats)
     if stats.failure:
         raise SolveError(stats.failure, partial=traj)
+    if stats.unresolved:
+        warnings.warn(
+            f"the exact flow's mode was not resolved at {stats.unresolved} event(s) (a selection loop stopped at "
+            "its iteration cap); the segments after them follow the best mode found (traj.stats.unresolved)",
+            stacklevel=2,
+        )
     return traj
 
 

@@ -157,7 +157,7 @@ def solve_member(settings: Settings, x, y, lam, rate, z0, ts, t1, meter=None) ->
     return out
 
 
-EXACT_COUNTS = ("crossings", "entries", "exits", "max_pinned")  # -1 for smoothed solves
+EXACT_COUNTS = ("crossings", "entries", "exits", "max_pinned", "unresolved")  # -1 for smoothed solves
 
 
 def _integrate_smoothed(s: Settings, model, x, y, z0, ts, t1, meter) -> dict:
@@ -242,6 +242,7 @@ def _integrate_exact(s: Settings, model, x, y, z0, ts, t1, meter) -> dict:
         "entries": r["entries"],
         "exits": r["exits"],
         "max_pinned": r["max_sliding"],
+        "unresolved": r["unresolved"],
         "sliding_time": r["sliding_time"],  # the time with a non-empty sliding set, not a count between saves
         "pinned": jnp.sum(r["mode"].sliding),  # sliding at the end
     }

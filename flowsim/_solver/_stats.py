@@ -42,6 +42,9 @@ class RunStats(Mapping):
     - `crossings`, `entries`, `exits`: events of the exact flow (``smoothing=0``; ``None`` otherwise): hidden
       pre-activations that crossed zero, that came to zero and slid on it, and that left a sliding set.
     - `max_pinned`: the largest number of pre-activations sliding at once (exact flow).
+    - `unresolved`: events of the exact flow whose mode was not resolved: the bounded least squares or the
+      consistency pass that chooses it stopped at its iteration cap, and the segment that follows uses the
+      best mode found (0 in every run measured so far; ``simulate`` warns when it is not).
     - `max_balance_drift`: the largest relative deviation from the derived layer-balance law before
       projection (per-layer models with a balance law), else ``None``; `balance_enforced`: whether the
       scales were put back on it.
@@ -77,6 +80,7 @@ class RunStats(Mapping):
     entries: int | None = None
     exits: int | None = None
     max_pinned: int | None = None
+    unresolved: int | None = None
     balance_enforced: bool | None = None
     lr: float | None = None
     batch_size: int | None = None
@@ -159,8 +163,10 @@ def flow_stats(
     files)."""
     status = int(member["status"])
     jacobians = int(member["jacobians"])
-    exact = {k: (None if int(member.get(k, -1)) < 0 else int(member[k])) for k in ("crossings", "entries", "exits",
-                                                                                   "max_pinned")}  # fmt: skip
+    exact = {
+        k: (None if int(member.get(k, -1)) < 0 else int(member[k]))
+        for k in ("crossings", "entries", "exits", "max_pinned", "unresolved")
+    }
     return RunStats(
         method=method,
         status=STATUS_NAMES[status],
