@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import Result, grade, run, save
+from ._common import Result, grade, prefetch, run, save
 
 
 def _collapse(net, V, data):
@@ -30,6 +30,7 @@ def exp_collapse(quick: bool, out: Path, seed: int = 0) -> Result:
     # several initial states per λ (the runs of prediction 4 at λ = 0 and 0.1): the alignment moves by ~1e-2,
     # and the spread over initial states says whether that is more than the start's doing
     inits = (0, 1) if quick else (0, 1, 2)
+    prefetch("normalized", "digits", quick, inits, lams, data_seed=seed)  # the runs below, as one sweep
     nc1, al = np.empty((len(lams), len(inits))), np.empty((len(lams), len(inits)))
     for i, lam in enumerate(lams):
         for j, s in enumerate(inits):

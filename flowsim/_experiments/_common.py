@@ -6,7 +6,6 @@ does not select a matplotlib backend (``savefig`` renders PNG files with Agg).
 
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,23 +178,59 @@ def run(
     data_seed: int = 0,
 ):
     """One cached flow run ``(model, net, data, trajectory)`` shared between experiments; ``seed`` is the
-    initial state's, ``data_seed`` the data's."""
-    return _run_cached(model_name, float(lam), problem, bool(quick), int(seed), float(scale), rho_k, t1, data_seed)
+    initial state's, ``data_seed`` the data's. Runs not cached yet are computed by `prefetch`."""
+    key = _key(model_name, lam, problem, quick, seed, scale, rho_k, t1, data_seed)
+    if key not in _RUNS:
+        prefetch(model_name, problem, quick, (seed,), (lam,), scale=scale, rho_k=rho_k, t1=t1, data_seed=data_seed)
+    return _RUNS[key]
 
 
-@functools.lru_cache(maxsize=64)  # one data seed of a full run shares fewer than 30 flows between experiments
-def _run_cached(model_name, lam, problem_name, quick, seed, scale, rho_k, t1, data_seed):
+# The cached runs, oldest first: one data seed of a full run shares fewer than 30 flows between experiments.
+_RUNS: dict = {}
+_MAX_RUNS = 64
+
+
+def _key(model_name, lam, problem_name, quick, seed, scale, rho_k, t1, data_seed):
+    return (model_name, float(lam), problem_name, bool(quick), int(seed), float(scale), rho_k, t1, int(data_seed))
+
+
+def prefetch(model_name, problem_name, quick, seeds, lams, *, scale=0.5, rho_k=None, t1=None, data_seed=0):
+    """Compute the runs of every initial-state seed in `seeds` × every λ in `lams` into `run`'s cache, as one
+    sweep: its members run in parallel over the devices, each the very program ``simulate`` runs (the
+    trajectories are those `run` would compute one by one)."""
+    missing = [
+        (s, lam) for s in seeds for lam in lams
+        if _key(model_name, lam, problem_name, quick, s, scale, rho_k, t1, data_seed) not in _RUNS
+    ]  # fmt: skip
+    if not missing:
+        return
     net, data, _ = problem(problem_name, quick, data_seed)
-    model = fs.load_model(model_name, lam=lam)
-    s0 = model.init(net, seed=seed, scale=scale)
-    if rho_k is not None:
-        s0 = model.state(V=s0.V, rho_k=list(rho_k) + [1.0] * (net.depth - len(rho_k)))
-    t1 = t1 or t1_of(quick, problem_name)
-    ts = np.concatenate([[0.0], np.geomspace(1e-2, t1, 40 if quick else 120)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traj = fs.simulate(model, net, data, s0, t1=t1, ts=ts, progress=False)
-    return model, net, data, traj
+    model = fs.load_model(model_name, lam=missing[0][1])
+    states = []
+    for s, _ in missing:
+        s0 = model.init(net, seed=s, scale=scale)
+        if rho_k is not None:
+            s0 = model.state(V=s0.V, rho_k=list(rho_k) + [1.0] * (net.depth - len(rho_k)))
+        states.append(s0)
+    t1_ = t1 or t1_of(quick, problem_name)
+    ts = np.concatenate([[0.0], np.geomspace(1e-2, t1_, 40 if quick else 120)])
+    # One member per pair: the whole State × λ grid when every pair is missing, else one sweep per λ.
+    if len(missing) == len(seeds) * len(lams):
+        groups = [(list(lams), list(range(len(missing))))]
+    else:
+        lam_of = [lam for _, lam in missing]
+        groups = [([lam], [i for i in range(len(missing)) if lam_of[i] == lam]) for lam in dict.fromkeys(lam_of)]
+    for group_lams, rows in groups:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            states_ = [states[i] for i in rows[:: len(group_lams)]]
+            res = fs.sweep(model, net, data, states_, t1=t1_, ts=ts, lam=[float(v) for v in group_lams])
+        for j, i in enumerate(rows):
+            s, lam = missing[i]
+            key = _key(model_name, lam, problem_name, quick, s, scale, rho_k, t1, data_seed)
+            _RUNS[key] = (fs.load_model(model_name, lam=float(lam)), net, data, res.trajectory(j))
+    while len(_RUNS) > _MAX_RUNS:
+        del _RUNS[next(iter(_RUNS))]
 
 
 # The steady-state test of the experiments' sweeps, ‖ẋ‖ ≤ STEADY_TOL (1 + ‖x‖). The default, 1e-6, stops the

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import Result, grade, log_ts, run, save
+from ._common import Result, grade, log_ts, prefetch, run, save
 
 
 def exp_singular(quick: bool, out: Path, seed: int = 0) -> Result:
     seeds = (0, 1) if quick else (0, 1, 2, 3)
     wd = 1e-1
+    prefetch("normalized", "digits", quick, seeds, (0.0, wd), data_seed=seed)  # the runs below, as one sweep
     trs0 = [run("normalized", 0.0, "digits", quick, seed=s, data_seed=seed)[3] for s in seeds]
     trsw = [run("normalized", wd, "digits", quick, seed=s, data_seed=seed)[3] for s in seeds]
 
