@@ -72,7 +72,11 @@ def sliding_margins(model, net, x, y, state: State, mode: Mode) -> tuple[Array, 
     unlike α these are continuous where ``u`` passes through 0, and they are scaled by ``g^{θθ} |u| ‖x_n‖² +
     ‖V̇_1‖ ‖x_n‖`` (the jump of ``ż`` across the gate, plus the speed), which does not vanish there.
     """
-    base = one_sided_field(model, net, x, y, state, (mode.gates,))
+    return _margins(model, net, x, y, state, mode, one_sided_field(model, net, x, y, state, (mode.gates,)))
+
+
+def _margins(model, net, x, y, state: State, mode: Mode, base: State):
+    """`sliding_margins` from ``F_g`` at `state` (`base`), when the caller has it."""
     beta = sample_coefficients(mode.bases, x, base.V[0])
     jump = _gate_effect(model, net, x, y, state)
     sq = jnp.sum(x * x, axis=1)[:, None]
@@ -102,13 +106,29 @@ def distance(model, net, x, y, state: State, mode: Mode) -> Float[Array, ""]:
     """The event function: the least of the free pre-activations' signed distances to zero (their side is
     their gate's) and the sliding ones' margins (`sliding_margins`)."""
     free = _free_distance(net, x, state, mode)
-    # the margins cost a field evaluation: only when something slides
-    lower, upper = jax.lax.cond(
-        jnp.any(mode.sliding),
-        lambda: sliding_margins(model, net, x, y, state, mode),
-        lambda: (jnp.ones_like(free), jnp.ones_like(free)),
-    )
+    lower, upper = _if_sliding(mode, lambda: sliding_margins(model, net, x, y, state, mode))
+    return _least(mode, free, lower, upper)
+
+
+def _if_sliding(mode: Mode, margins):
+    """``margins()`` where something slides (they cost a field evaluation), else ones."""
+    ones = jnp.ones(mode.sliding.shape, mode.gates.dtype)
+    return jax.lax.cond(jnp.any(mode.sliding), margins, lambda: (ones, ones))
+
+
+def _least(mode: Mode, free, lower, upper):
     return jnp.min(jnp.where(mode.sliding, jnp.minimum(lower, upper), free))
+
+
+def segment_and_distance(model, net, x, y, state: State, mode: Mode):
+    """`segment_field` and `distance` from one evaluation of ``F_g`` (what a step's end needs).
+
+    **Returns:** ``(v, d, lower, upper)``: the segment field, the event function, and the sliding margins."""
+    base = one_sided_field(model, net, x, y, state, (mode.gates,))
+    v = State((project_rows(mode.bases, base.V[0]), base.V[1]), base.rho, base.rho_k)
+    free = _free_distance(net, x, state, mode)
+    lower, upper = _if_sliding(mode, lambda: _margins(model, net, x, y, state, mode, base))
+    return v, _least(mode, free, lower, upper), lower, upper
 
 
 def _free_distance(net, x, state: State, mode: Mode):
@@ -258,10 +278,12 @@ def exact_member(
     f0 = F(0.0, z)
     h0 = jnp.minimum(t1, 1e-2 * (1.0 + jnp.linalg.norm(z)) / jnp.maximum(jnp.linalg.norm(f0), 1e-300))
     inv = factor(F, 0.0, z, h0)
-    zeros = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1)
+    # one Jacobian made; the sliding set's size; the initial mode's selection, if unresolved
+    counts = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1).at[7].set(jnp.sum(mode.sliding, dtype=jnp.int32))
+    counts = counts.at[8].set(~resolved)
     init = _Loop(
         jnp.asarray(0.0, dtype), z, h0, mode, f0, dist(z, mode), inv, h0, jnp.asarray(0),
-        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), zeros.at[7].set(jnp.sum(mode.sliding)).at[8].set(~resolved),
+        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), counts,
         jnp.asarray(0.0, dtype), jnp.asarray(RUNNING),
     )  # fmt: skip
 
@@ -283,7 +305,8 @@ def exact_member(
         scale = atol + rtol * jnp.maximum(jnp.abs(c.z), jnp.abs(z1))
         ratio = jnp.sqrt(jnp.mean((err / scale) ** 2))
         ok = jnp.isfinite(ratio) & (ratio <= 1.0)
-        d1 = dist(z1, c.mode)
+        v1, d1, _, _ = segment_and_distance(model, net, x, y, unravel(z1), c.mode)
+        f1 = ravel_pytree(v1)[0]
         event = ok & (d1 < 0) & (c.d0 + _AIM > 0)
 
         def locate():
@@ -312,14 +335,10 @@ def exact_member(
         def at(z_acc):
             return _event_update(model, net, x, y, z_acc, c.mode)
 
-        def none(z_acc):
-            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True)
+        def none(z_acc):  # no event: the step ends at z1, where the segment field and the distance are known
+            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True), f1, d1
 
-        z_new, mode_new, kinds, restratified, resolved = jax.lax.cond(event, at, none, z_acc)
-
-        F_new = field_of(mode_new)
-        f_new = jax.lax.cond(event, lambda: F_new(t_new, z_new), lambda: F(t_new, z_acc))
-        d_new = jax.lax.cond(event, lambda: dist(z_new, mode_new), lambda: d1)
+        z_new, mode_new, kinds, restratified, resolved, f_new, d_new = jax.lax.cond(event, at, none, z_acc)
 
         fac = jnp.clip(0.9 * jnp.where(ratio > 0, ratio, 1e-10) ** (-1.0 / 3.0), 0.2, 3.0)
         h_next = jnp.where(ok, h * fac, h * jnp.minimum(fac, 0.9))
@@ -367,8 +386,8 @@ def exact_member(
 
 def _event_update(model, net, x, y, z, mode: Mode):
     """At an event: the state projected onto its stratum, the new mode, the counts of (crossings, entries,
-    exits), whether the sliding set changed, and whether the mode is resolved (consistent, found by loops that
-    converged within their caps).
+    exits), whether the sliding set changed, whether the mode is resolved (consistent, found by loops that
+    converged within their caps), and there the new segment field (flat) and event function.
 
     Most events are a free pre-activation crossing transversally, or a sliding one leaving at its bound: the
     mode that flips the first's gate, or releases the second to its bound's side, is tried first and kept if
@@ -378,7 +397,7 @@ def _event_update(model, net, x, y, z, mode: Mode):
     unravel = unraveler(model, net)
     state = unravel(z)
     near = (_free_distance(net, x, state, mode) <= EVENT_TOL) & ~mode.sliding
-    lower, upper = sliding_margins(model, net, x, y, state, mode)
+    lower, upper = _if_sliding(mode, lambda: sliding_margins(model, net, x, y, state, mode))
     exiting = jnp.where(mode.sliding & (lower <= EVENT_TOL), 0, -1)
     exiting = jnp.where(mode.sliding & (upper <= EVENT_TOL) & (upper < lower), 1, exiting)
     candidates = mode.sliding | near
@@ -390,32 +409,37 @@ def _event_update(model, net, x, y, z, mode: Mode):
     sliding = mode.sliding & ~leaving
     gates = jnp.where(near, 1.0 - mode.gates, jnp.where(leaving, exiting.astype(x.dtype), mode.gates))
     trial = Mode(sliding, jnp.where(sliding, 0.0, gates), near | leaving, unit_bases(x, sliding))
-    _, box, back = _violations(model, net, x, y, state, trial, scales)
+    seg = segment_and_distance(model, net, x, y, state, trial)
+    _, box, back = _violations(x, state, trial, seg, scales)
 
     def select():
         new, _, info = select_mode(model, net, x, y, state, candidates, exiting)
         new, done = make_consistent(model, net, x, y, state, new, scales)
-        return new, done & info.converged
+        v, d, _, _ = segment_and_distance(model, net, x, y, state, new)
+        return new, done & info.converged, v, d
 
-    new, resolved = jax.lax.cond(_consistent(box, back), lambda: (trial, jnp.asarray(True)), select)
+    new, resolved, v, d = jax.lax.cond(
+        _consistent(box, back), lambda: (trial, jnp.asarray(True), seg[0], seg[1]), select
+    )
     kinds = jnp.stack([
         jnp.sum(near & ~new.sliding & (new.gates != mode.gates)),  # crossings
         jnp.sum(near & new.sliding),  # entries
         jnp.sum(mode.sliding & ~new.sliding),  # exits
     ]).astype(jnp.int32)  # fmt: skip
-    return ravel_pytree(state)[0], new, kinds, jnp.any(new.sliding != mode.sliding), resolved
+    restratified = jnp.any(new.sliding != mode.sliding)
+    return ravel_pytree(state)[0], new, kinds, restratified, resolved, ravel_pytree(v)[0], d
 
 
 _CONSISTENCY_ITERATIONS = 16
 
 
-def _violations(model, net, x, y, state: State, mode: Mode, scales):
-    """How far `mode` is from consistent at `state`: the side each sliding pre-activation would leave to (1
-    positive), how much its margin is negative (`sliding_margins`), and how fast each released one moves back
-    against its gate's side (relative to ``‖V̇_1‖ / ‖V_1‖``, the bound of ``|ż| / (‖V_1‖ ‖x_n‖)``)."""
-    lower, upper = sliding_margins(model, net, x, y, state, mode)
+def _violations(x, state: State, mode: Mode, seg, scales):
+    """How far `mode` is from consistent at `state`, given its `segment_and_distance` `seg`: the side each
+    sliding pre-activation would leave to (1 positive), how much its margin is negative (`sliding_margins`),
+    and how fast each released one moves back against its gate's side (relative to ``‖V̇_1‖ / ‖V_1‖``, the bound
+    of ``|ż| / (‖V_1‖ ‖x_n‖)``)."""
+    v, _, lower, upper = seg
     box = jnp.where(mode.sliding, -jnp.minimum(lower, upper), -jnp.inf)
-    v = segment_field(model, net, x, y, state, mode)
     side = 2.0 * mode.gates - 1.0
     back = jnp.where(mode.released, -side * (x @ v.V[0].T) / jnp.maximum(scales, 1e-300), -jnp.inf)
     return upper < lower, box, back / jnp.maximum(jnp.linalg.norm(v.V[0]) / jnp.linalg.norm(state.V[0]), 1e-300)
@@ -446,7 +470,7 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, scales) -> tuple
 
     def body(c):
         i, mode, flipped, _ = c
-        up_side, box, back = _violations(model, net, x, y, state, mode, scales)
+        up_side, box, back = _violations(x, state, mode, segment_and_distance(model, net, x, y, state, mode), scales)
         bad_box = jnp.max(box) > EVENT_TOL
         bad_back = ~bad_box & ~_consistent(box, back)
         j_box = jnp.unravel_index(jnp.argmax(box), box.shape)
