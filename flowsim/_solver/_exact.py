@@ -56,7 +56,11 @@ def _scales(V1, x):
 
 def segment_field(model, net, x, y, state: State, mode: Mode) -> State:
     """``P_S F_g``: the exact velocity along a segment with `mode`."""
-    base = one_sided_field(model, net, x, y, state, (mode.gates,))
+    return _projected(mode, one_sided_field(model, net, x, y, state, (mode.gates,)))
+
+
+def _projected(mode: Mode, base: State) -> State:
+    """``P_S`` applied to a one-sided field: only ``V̇_1`` moves a pinned pre-activation."""
     return State((project_rows(mode.bases, base.V[0]), base.V[1]), base.rho, base.rho_k)
 
 
@@ -125,7 +129,7 @@ def segment_and_distance(model, net, x, y, state: State, mode: Mode):
 
     **Returns:** ``(v, d, lower, upper)``: the segment field, the event function, and the sliding margins."""
     base = one_sided_field(model, net, x, y, state, (mode.gates,))
-    v = State((project_rows(mode.bases, base.V[0]), base.V[1]), base.rho, base.rho_k)
+    v = _projected(mode, base)
     free = _free_distance(net, x, state, mode)
     lower, upper = _if_sliding(mode, lambda: _margins(model, net, x, y, state, mode, base))
     return v, _least(mode, free, lower, upper), lower, upper
@@ -248,9 +252,9 @@ def exact_member(
 
     The segments are RosenbrockW steps on ``P_S F_g``; the Jacobian (as the inverse of ``I − γhJ``) is kept
     across events (a W-method allows any matrix), except when the sliding set changes (the stages stay on the
-    new stratum only with its projection in the matrix), and so is the step size. A step whose end has crossed the event
-    function's zero is redone to the event: the crossing is located on the step's dense output, then refined on
-    steps redone from the step's start.
+    new stratum only with its projection in the matrix), and so is the step size. A step whose end has crossed
+    the event function's zero is redone to the event: the crossing is located on the step's dense output, then
+    refined on steps redone from the step's start.
 
     **Returns:** a dict: ``saves`` (the flat states at `ts`, NaN where not reached), ``t_final``, ``z_final``,
     ``status`` (see the module's constants), the counts of `_COUNTS`, and ``sliding_time``.
@@ -275,14 +279,15 @@ def exact_member(
     state, mode, resolved = initial_mode(model, net, x, y, z0s)
     z = ravel_pytree(state)[0]
     F = field_of(mode)
-    f0 = F(0.0, z)
+    v0, d0, _, _ = segment_and_distance(model, net, x, y, state, mode)
+    f0 = ravel_pytree(v0)[0]
     h0 = jnp.minimum(t1, 1e-2 * (1.0 + jnp.linalg.norm(z)) / jnp.maximum(jnp.linalg.norm(f0), 1e-300))
     inv = factor(F, 0.0, z, h0)
     # one Jacobian made; the sliding set's size; the initial mode's selection, if unresolved
     counts = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1).at[7].set(jnp.sum(mode.sliding, dtype=jnp.int32))
     counts = counts.at[8].set(~resolved)
     init = _Loop(
-        jnp.asarray(0.0, dtype), z, h0, mode, f0, dist(z, mode), inv, h0, jnp.asarray(0),
+        jnp.asarray(0.0, dtype), z, h0, mode, f0, d0, inv, h0, jnp.asarray(0),
         jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), counts,
         jnp.asarray(0.0, dtype), jnp.asarray(RUNNING),
     )  # fmt: skip
