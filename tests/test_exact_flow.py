@@ -88,9 +88,10 @@ def test_a_cycling_consistency_pass_keeps_the_exact_velocitys_choice():
 
 @pytest.mark.slow
 def test_a_run_that_leaves_the_flow_says_so():
-    # Another start of that net: at rtol 1e-5 an event at t ≈ 0.247 started its segment just below the event
-    # function's zero, and the flow left the tight solution unseen (0.08 in the parameters by t = 0.5). Such a run
-    # must either stay with the tight solution or count the event as unresolved, and warn.
+    # Another start of that net: at rtol 1e-5 an event at t ≈ 0.247 starts its segment just below the event
+    # function's zero. Before the mode was chosen again in place, the flow left the tight solution unseen (0.08 in
+    # the parameters by t = 0.5). Such a run must stay with the tight solution, or count the event as unresolved
+    # and warn.
     from flowsim._experiments._common import problem as experiment_problem
 
     _, train, _ = experiment_problem("digits", False, 0)
