@@ -138,16 +138,15 @@ def exact_equilibrium(model, net, x, y, state, S, gates, iterations=10, tol=1e-1
     while True:
         T, _, _ = tangent_basis(net, x, state, S)
         K = linearization(fn, state, T)
-        if hist[-1] < tol or len(hist) > iterations:
+        # at the floor of the differences and the projection (~1e-9): the residual no longer halves
+        at_floor = len(hist) > 1 and 0.5 * hist[-2] < hist[-1] < 1e-8
+        if hist[-1] < tol or len(hist) > iterations or at_floor:
             return state, hist, T, K, fn
         step = newton_step(fn, unravel, model, net, x, state, S, T, K, hist[-1])
         if step is None:  # no length lowers the residual: as far as the differences resolve it
             return state, hist, T, K, fn
         state, r = step
         hist.append(r)
-        if r > 0.5 * hist[-2] and r < 1e-8:  # at the floor of the differences and the projection (~1e-9)
-            T, _, _ = tangent_basis(net, x, state, S)
-            return state, hist, T, linearization(fn, state, T), fn
         print(f"  Newton {len(hist) - 1}: residual {r:.2e}", flush=True)
 
 

@@ -66,17 +66,22 @@ def test_unresolved_events_are_counted_and_warned_about(monkeypatch):
     assert tr.stats.unresolved >= 1 and tr.stats.entries >= 1
 
 
+def digits_start(i):
+    """Experiment 10's digits net (16-6-1, 100 points), `normalized` with λ = 1e-2, and its start `i` (of 16)."""
+    from flowsim._experiments._common import problem as experiment_problem
+
+    _, train, _ = experiment_problem("digits", False, 0)
+    net, model = fs.Network((train.x.shape[1], 6, 1)), fs.load_model("normalized", lam=1e-2)
+    scale = np.exp(np.random.default_rng(0).uniform(np.log(0.1), np.log(2.0), 16))[i]
+    return model, net, train, model.init(net, seed=i, scale=float(scale))
+
+
 @pytest.mark.slow
 def test_a_cycling_consistency_pass_keeps_the_exact_velocitys_choice():
     # Experiment 10's digits net (16-6-1, 100 points), one of its starts: at t ≈ 25.8 an event pins 53
     # pre-activations of one unit, whose inputs span 16 dimensions, and the active-set pass cycles there. It used
     # to keep the mode its cycle stopped at, and the flow ended at ρ = 12.09 where tighter rtol gives 5.1324.
-    from flowsim._experiments._common import problem as experiment_problem
-
-    _, train, _ = experiment_problem("digits", False, 0)
-    net, model = fs.Network((train.x.shape[1], 6, 1)), fs.load_model("normalized", lam=1e-2)
-    scale = np.exp(np.random.default_rng(0).uniform(np.log(0.1), np.log(2.0), 16))[2]
-    start = model.init(net, seed=2, scale=float(scale))
+    model, net, train, start = digits_start(2)
     ts = [0.0, 20.0, 40.0]
     # the reference: the smoothed flow, another field and another solver (measured: ρ(40) agree to 3e-6)
     ref = fs.simulate(model, net, train, start, t1=40.0, ts=ts, smoothing=1e-6, rtol=1e-5)
@@ -92,12 +97,7 @@ def test_a_run_that_leaves_the_flow_says_so():
     # function's zero. Before the mode was chosen again in place, the flow left the tight solution unseen (0.08 in
     # the parameters by t = 0.5). Such a run must stay with the tight solution, or count the event as unresolved
     # and warn.
-    from flowsim._experiments._common import problem as experiment_problem
-
-    _, train, _ = experiment_problem("digits", False, 0)
-    net, model = fs.Network((train.x.shape[1], 6, 1)), fs.load_model("normalized", lam=1e-2)
-    scale = np.exp(np.random.default_rng(0).uniform(np.log(0.1), np.log(2.0), 16))[10]
-    start = model.init(net, seed=10, scale=float(scale))
+    model, net, train, start = digits_start(10)
     ts = np.linspace(0.0, 0.5, 6)
     ref = flat_rows(fs.simulate(model, net, train, start, t1=0.5, ts=ts, smoothing=1e-7, rtol=1e-8))
     with warnings.catch_warnings(record=True) as caught:
