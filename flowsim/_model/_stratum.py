@@ -210,3 +210,96 @@ def least_norm_correction(bases: UnitBases, x, z: Float[Array, "N d1"]) -> Float
     """The least-norm change of each row ``V_1[i]`` that moves the sliding ``z_{n,i}`` by ``−z_{n,i}``:
     ``X_i⁺ z = M_i⁺ X_iᵀ z``."""
     return _pinv_gram(bases, jnp.where(bases.sliding, z, 0.0).T @ jnp.asarray(x))
+
+
+# ---- several hidden layers: the strata are curved ------------------------------------------------------------
+# With two or more hidden layers a pinned pre-activation of layer k ≥ 2 is a nonlinear function of V_1..V_k, so
+# P_S moves with the state and the constraints of S are often dependent (collapsed features). Measured on the
+# 5-16-16-1 stall case at t = 2 with 181 pinned: on the stratum the constraint Jacobian has rank 97 with a clean
+# gap (its smallest kept singular value 1.6e-8 of the largest, the next 6e-16), and the rank stays 97 along the
+# stratum; but 1e-6 off it (a smoothed flow's state) the gap is smeared (values from 1e-5 down to 1e-14), so a
+# rank decided afresh at every stage of a step, off the stratum by the step's local error, jumps. The rank and
+# the independent combinations of the constraints (the left singular vectors U of the kept values) are therefore
+# decided where the state is on the stratum (`curved_basis`); elsewhere the constraints are those combinations,
+# ``B(z) = Uᵀ Ĵ_S(z)``, whose rank stays that of U while U's dependencies rotate by O(|Δz|) (measured: the left
+# null space moved by 4.5e-4 over a step of 1e-3, while B kept its 97 values with the smallest at 1.6e-8).
+class CurvedBasis(eqx.Module):
+    """The independent combinations of a sliding set's constraints (two or more hidden layers), decided on the
+    stratum: ``U`` holds the left singular vectors of the kept singular values of ``Ĵ_S`` (zero columns
+    elsewhere); its rows follow the flat order of every hidden pre-activation (layer by layer, ``(N, d_k)``
+    row-major)."""
+
+    sliding: Bool[Array, " P"]
+    U: Float[Array, "P n"]
+
+
+def _flat_hidden(state: State) -> Array:
+    return jnp.concatenate([v.ravel() for v in state.V[:-1]])
+
+
+def _unflat_hidden(flat, like: State) -> tuple:
+    out, i = [], 0
+    for v in like.V[:-1]:
+        out.append(flat[i : i + v.size].reshape(v.shape))
+        i += v.size
+    return tuple(out)
+
+
+def hat_jacobian(model, net: Network, x, state: State, sliding: Bool[Array, " P"]):
+    """The Jacobian of the pre-activations of `sliding` (flat over the hidden layers; other rows zero) with
+    respect to the hidden directions, in the coordinates ``ŷ_k = V̇_k / √g^{θθ}_k``, and the column scaling
+    ``√g^{θθ}`` of those coordinates.
+
+    **Returns:** ``(Ĵ, col)``, shapes ``(P, n)`` and ``(n,)``."""
+    flat0 = _flat_hidden(state)
+
+    def z_of(flat):
+        return _hidden_z(net, x, _unflat_hidden(flat, state))
+
+    J = jax.jacfwd(z_of)(flat0)
+    _, g_tt = metric_factors(model, net, state)
+    col = jnp.concatenate([jnp.full(v.size, jnp.sqrt(g_tt[k])) for k, v in enumerate(state.V[:-1])])
+    return jnp.where(sliding[:, None], J * col[None, :], 0.0), col
+
+
+def curved_basis(model, net: Network, x, state: State, sliding: Bool[Array, " P"], rank_tol: float = 1e-10):
+    """The :class:`CurvedBasis` of `sliding` at `state` (on its stratum: see above). Singular values below
+    `rank_tol` of the largest count as zero (dependent constraints)."""
+    Jh, _ = hat_jacobian(model, net, x, state, sliding)
+    U, sv, _ = jnp.linalg.svd(Jh, full_matrices=False)
+    return CurvedBasis(sliding, jnp.where(_kept(sv, rank_tol)[None, :], U, 0.0))
+
+
+def _combined(model, net, x, state: State, basis: CurvedBasis):
+    """``B = Uᵀ Ĵ_S`` at `state`, its SVD (the rows U drops are exact zeros), and ``Ĵ_S``'s squared row norms."""
+    Jh, col = hat_jacobian(model, net, x, state, basis.sliding)
+    Ub, sb, Vbt = jnp.linalg.svd(basis.U.T @ Jh)
+    keep = sb > 1e-13 * jnp.maximum(sb[0], jnp.finfo(sb.dtype).tiny)
+    return Ub, jnp.where(keep, sb, 0.0), jnp.where(keep[:, None], Vbt, 0.0), keep, col, jnp.sum(Jh * Jh, axis=1)
+
+
+def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, velocity: State):
+    """``P_S`` on the hidden directions of `velocity` (the constraints of `basis`, linearized at `state`), and
+    the least-norm coefficients ``λ`` of the part removed on the constraints' rows, ``ŷ − P_S ŷ = Ĵ_Sᵀ λ``.
+
+    **Returns:** ``(projected, λ, ‖Ĵ_j‖², ‖ŷ‖)``: a State with the hidden directions projected, and per flat
+    pre-activation its coefficient and its row's squared norm (both zero off the sliding set)."""
+    Ub, sb, Vbt, keep, col, row_sq = _combined(model, net, x, state, basis)
+    yhat = _flat_hidden(velocity) / col
+    coef = Vbt @ yhat
+    lam = basis.U @ (Ub @ jnp.where(keep, coef / jnp.where(keep, sb, 1.0), 0.0))
+    hidden = _unflat_hidden((yhat - Vbt.T @ coef) * col, velocity)
+    projected = State(hidden + (velocity.V[-1],), velocity.rho, velocity.rho_k)
+    return projected, lam, row_sq, jnp.linalg.norm(yhat)
+
+
+def curved_onto(model, net: Network, x, state: State, basis: CurvedBasis, iterations: int = 2) -> State:
+    """The drift correction on a curved stratum: Gauss–Newton on the combinations ``Uᵀ z_S = 0`` of `basis`
+    (least-G-norm steps), each hidden ``V_k`` put back on its unit sphere (a positive scaling keeps zeros)."""
+    for _ in range(iterations):
+        Ub, sb, Vbt, keep, col, _ = _combined(model, net, x, state, basis)
+        z = jnp.where(basis.sliding, _hidden_z(net, x, state.V[:-1]), 0.0)
+        step = -col * (Vbt.T @ jnp.where(keep, (Ub.T @ (basis.U.T @ z)) / jnp.where(keep, sb, 1.0), 0.0))
+        hidden = tuple(w / jnp.linalg.norm(w) for w in _unflat_hidden(_flat_hidden(state) + step, state))
+        state = State(hidden + (state.V[-1],), state.rho, state.rho_k)
+    return state

@@ -5,8 +5,8 @@ smooth field: with the *mode* fixed — the sliding set ``S`` (pre-activations h
 every other pre-activation — it is ``P_S F_g``, the one-sided field projected onto the stratum (`_stratum`).
 A segment is integrated by the stiff solver until an event:
 
-- a free pre-activation reaches zero (its signed distance ``±z / (‖V_1‖ ‖x_n‖)`` crosses 0): it crosses,
-  or enters ``S`` if both one-sided fields push it back;
+- a free pre-activation reaches zero (its signed distance ``±z / (‖V_k‖ ‖a_{k-1,n}‖)`` crosses 0): it
+  crosses, or enters ``S`` if both one-sided fields push it back;
 - a sliding one's one-sided velocities stop pointing into its surface (`sliding_margins`): it leaves ``S`` to
   that side;
 - the speed falls below the steady-state tolerance.
@@ -15,8 +15,15 @@ The event is located by regula falsi on the step's dense output, then on steps r
 to within `EVENT_TOL` of the layer's scale. There the mode that flips or releases what the event concerns is
 tried first; if it is not consistent, the exact velocity ``m`` (a bounded least squares over the pinned
 pre-activations) chooses, and an active-set pass corrects its choice (`make_consistent`). Only attracting
-surfaces hold a pre-activation (`attracting`). One hidden layer: the strata are then linear in ``V_1`` (see
-``_stratum``), so the projection is fixed along a segment and every stage of a step stays on the stratum.
+surfaces hold a pre-activation (`attracting`).
+
+Every per-pre-activation quantity is a flat vector over all hidden pre-activations (layer by layer, each
+``(N, d_k)`` row-major). One hidden layer: the strata are linear in ``V_1`` (``UnitBases``), so the
+projection is fixed along a segment and every stage of a step stays on the stratum. Two or more: the strata
+are curved (``CurvedBasis``): the projection is evaluated at every stage from the constraints' independent
+combinations, which are decided on the stratum (where the rank has a clean gap) and renewed with the
+Jacobian; each accepted step is followed by a Gauss–Newton drift correction, and the W-method's matrix is
+the one-sided field's Jacobian between two copies of the step start's projection.
 """
 
 from __future__ import annotations
@@ -29,7 +36,17 @@ from jaxtyping import Array, Bool, Float
 
 from .._model import Network, State
 from .._model._filippov import _forward_parts, _problem, exact_field, one_sided_field
-from .._model._stratum import UnitBases, least_norm_correction, project_rows, sample_coefficients, unit_bases
+from .._model._stratum import (
+    CurvedBasis,
+    UnitBases,
+    curved_basis,
+    curved_onto,
+    curved_projection,
+    least_norm_correction,
+    project_rows,
+    sample_coefficients,
+    unit_bases,
+)
 from ._flat import unraveler
 from ._rosenbrock import RosenbrockW, _State
 
@@ -37,31 +54,96 @@ from ._rosenbrock import RosenbrockW, _State
 # this offset, so the event does not fire on the first step.
 RELEASE_OFFSET = 1e-9
 # At an event: |z| below this (relative, as in `pinned`) counts as at zero; |ż| below this (relative to
-# ‖V̇_1‖ ‖x_n‖) as held at zero; a margin below this (relative, `sliding_margins`) as reached.
+# ‖V̇‖ ‖a_{k-1,n}‖) as held at zero; a margin below this (relative, `sliding_margins`) as reached.
 EVENT_TOL = 1e-8
 
 
 class Mode(eqx.Module):
-    """What stays fixed along a segment (one hidden layer, shapes ``(N, d_1)``)."""
+    """What stays fixed along a segment (flat over the hidden pre-activations, shape ``(P,)``)."""
 
-    sliding: Bool[Array, "N d1"]
-    gates: Float[Array, "N d1"]  # σ′ off the sliding set (0 on it: P_S removes what it would add)
-    released: Bool[Array, "N d1"]  # left the stratum at the segment's start, to the side of its gate
-    bases: UnitBases
+    sliding: Bool[Array, " P"]
+    gates: Float[Array, " P"]  # σ′ off the sliding set (0 on it: P_S removes what it would add)
+    released: Bool[Array, " P"]  # left the stratum at the segment's start, to the side of its gate
+    bases: UnitBases | CurvedBasis
 
 
-def _scales(V1, x):
-    return jnp.linalg.norm(V1) * jnp.linalg.norm(x, axis=1)[:, None]
+def _linear(net: Network) -> bool:
+    return net.depth == 2
+
+
+def _flat(parts) -> Array:
+    return jnp.concatenate([p.ravel() for p in parts])
+
+
+def _layers(net: Network, flat) -> tuple:
+    """A flat per-pre-activation vector as one ``(N, d_k)`` array per hidden layer."""
+    widths = net.widths[1:-1]
+    N = flat.shape[0] // sum(widths)
+    out, i = [], 0
+    for d in widths:
+        out.append(flat[i : i + N * d].reshape(N, d))
+        i += N * d
+    return tuple(out)
+
+
+def _forward(net: Network, state: State, x):
+    """The hidden pre-activations (flat), each one's scale ``‖V_k‖ ‖a_{k-1,n}‖`` (a bound on ``|z|``), and its
+    rate scale ``‖V_k‖ (Σ_{j≤k} ‖a_{j-1,n}‖²)^½`` (with a unit-norm velocity, a bound on ``|ż|`` up to the other
+    layers' norms)."""
+    zs, inputs, _ = _forward_parts(net, state.V, x)
+    scales, rates, acc = [], [], 0.0
+    for Vk, z, a in zip(state.V, zs, inputs):
+        sq = jnp.sum(a * a, axis=1)
+        acc = acc + sq
+        norm = jnp.linalg.norm(Vk)
+        scales.append(jnp.broadcast_to((norm * jnp.sqrt(sq))[:, None], z.shape))
+        rates.append(jnp.broadcast_to((norm * jnp.sqrt(acc))[:, None], z.shape))
+    return _flat(zs), _flat(scales), _flat(rates)
+
+
+def _hidden_speed(velocity: State, state: State):
+    return jnp.sqrt(sum(jnp.sum(v * v) / jnp.sum(w * w) for v, w in zip(velocity.V[:-1], state.V[:-1])))
+
+
+def _zdot(net: Network, state: State, x, velocity: State):
+    """``ż`` of every hidden pre-activation (flat) along `velocity` (with ``σ′(0) = 0`` in the layers below)."""
+    _, tangent = jax.jvp(lambda V: tuple(_forward_parts(net, V, x)[0]), (tuple(state.V),), (tuple(velocity.V),))
+    return _flat(tangent)
+
+
+def make_bases(model, net: Network, x, state: State, sliding) -> UnitBases | CurvedBasis:
+    """The projection's data for the sliding set `sliding` (for a curved stratum, decided at `state`)."""
+    if _linear(net):
+        return unit_bases(x, sliding.reshape(x.shape[0], -1))
+    return curved_basis(model, net, x, state, sliding)
 
 
 def segment_field(model, net, x, y, state: State, mode: Mode) -> State:
     """``P_S F_g``: the exact velocity along a segment with `mode`."""
-    return _projected(mode, one_sided_field(model, net, x, y, state, (mode.gates,)))
+    return _segment(model, net, x, y, state, mode)[0]
 
 
-def _projected(mode: Mode, base: State) -> State:
-    """``P_S`` applied to a one-sided field: only ``V̇_1`` moves a pinned pre-activation."""
-    return State((project_rows(mode.bases, base.V[0]), base.V[1]), base.rho, base.rho_k)
+def _segment(model, net, x, y, state: State, mode: Mode, margins: bool = False):
+    """``P_S F_g`` and, if `margins`, the sliding margins (`sliding_margins`; ones where nothing slides)."""
+    base = one_sided_field(model, net, x, y, state, _layers(net, mode.gates))
+    ones = jnp.ones(mode.sliding.shape, mode.gates.dtype)
+    if _linear(net):
+        v = State((project_rows(mode.bases, base.V[0]), base.V[1]), base.rho, base.rho_k)
+        lower, upper = _if_sliding(mode, lambda: _linear_margins(model, net, x, y, state, mode, base)) if margins \
+            else (ones, ones)  # fmt: skip
+        return v, lower, upper
+
+    def curved():
+        v, lam, row_sq, speed = curved_projection(model, net, x, state, mode.bases, base)
+        if not margins:
+            return v, ones, ones
+        u = _signals(model, net, x, y, state, mode.gates)
+        scale = jnp.abs(u) * row_sq + speed * jnp.sqrt(row_sq) + jnp.finfo(x.dtype).tiny
+        lower = jnp.where(mode.sliding, lam * row_sq / scale, 1.0)
+        upper = jnp.where(mode.sliding, (u - lam) * row_sq / scale, 1.0)
+        return v, lower, upper
+
+    return jax.lax.cond(jnp.any(mode.sliding), curved, lambda: (base, ones, ones))
 
 
 def sliding_margins(model, net, x, y, state: State, mode: Mode) -> tuple[Array, Array]:
@@ -70,48 +152,68 @@ def sliding_margins(model, net, x, y, state: State, mode: Mode) -> tuple[Array, 
     one-sided fields point into the surface); the first reaching 0 says it leaves to the negative side, the
     second to the positive side. Off the sliding set: 1.
 
-    A σ′ moves row ``i`` of ``V̇_1`` by ``−g^{θθ} u_{n,i} x_n`` (``u`` the backpropagated signal), and sliding
-    needs those moves to cancel the normal part of ``F_g``'s row, ``Σ_n β_{n,i} x_n`` (least norm). So the
-    Filippov multiplier is ``α = β / (g^{θθ} u)`` and ``ż₀ = β ‖x_n‖²``, ``−ż₁ = (g^{θθ} u − β) ‖x_n‖²``:
-    unlike α these are continuous where ``u`` passes through 0, and they are scaled by ``g^{θθ} |u| ‖x_n‖² +
-    ‖V̇_1‖ ‖x_n‖`` (the jump of ``ż`` across the gate, plus the speed), which does not vanish there.
+    Raising σ′ of ``j`` from 0 to 1 adds ``u_j ∇z_j`` to the gradient (``u_j`` the signal backpropagated to its
+    unit), so moves ``ŷ`` by ``−u_j Ĵ_jᵀ`` (``Ĵ_j`` the row of ``∇z_j`` in the G-orthonormal coordinates
+    ``ŷ``). Sliding needs those moves to cancel the normal part of ``F_g``, ``Ĵ_Sᵀ λ`` (least-norm ``λ``): the
+    Filippov multiplier is ``α_j = λ_j / u_j``, and ``ż₀ = λ_j ‖Ĵ_j‖²``, ``−ż₁ = (u_j − λ_j) ‖Ĵ_j‖²``. Unlike α
+    these are continuous where ``u`` passes through 0; they are scaled by ``|u_j| ‖Ĵ_j‖² + ‖ŷ‖ ‖Ĵ_j‖`` (the
+    jump of ``ż`` across the gate, plus the speed), which does not vanish there. With two or more hidden
+    layers ``u_j`` is taken with the mode's gates above (exact unless a sample is pinned in two layers, where
+    the field is multilinear in the gates).
     """
-    return _margins(model, net, x, y, state, mode, one_sided_field(model, net, x, y, state, (mode.gates,)))
+    return _segment(model, net, x, y, state, mode, margins=True)[1:]
 
 
-def _margins(model, net, x, y, state: State, mode: Mode, base: State):
-    """`sliding_margins` from ``F_g`` at `state` (`base`), when the caller has it."""
+def _linear_margins(model, net, x, y, state: State, mode: Mode, base: State):
+    """`sliding_margins` with one hidden layer, from ``F_g`` (`base`): ``λ_j ‖Ĵ_j‖² = β_{n,i} ‖x_n‖²`` with
+    ``β`` the least-norm coefficients of row ``i`` of ``V̇_1``'s normal part on the sliding ``x_n``."""
     beta = sample_coefficients(mode.bases, x, base.V[0])
     jump = _gate_effect(model, net, x, y, state)
     sq = jnp.sum(x * x, axis=1)[:, None]
     scale = jnp.abs(jump) * sq + jnp.linalg.norm(base.V[0]) * jnp.sqrt(sq) + jnp.finfo(x.dtype).tiny
-    lower = jnp.where(mode.sliding, beta * sq / scale, 1.0)
-    upper = jnp.where(mode.sliding, (jump - beta) * sq / scale, 1.0)
-    return lower, upper
+    sliding = mode.bases.sliding
+    return jnp.where(sliding, beta * sq / scale, 1.0).ravel(), jnp.where(
+        sliding, (jump - beta) * sq / scale, 1.0
+    ).ravel()
 
 
 def _gate_effect(model, net, x, y, state: State) -> Float[Array, "N d1"]:
-    """``g^{θθ} u_{n,i}``: raising σ′ of ``(n, i)`` from 0 to 1 moves row ``i`` of ``V̇_1`` by
+    """``g^{θθ} u_{n,i}`` (one hidden layer): raising σ′ of ``(n, i)`` from 0 to 1 moves row ``i`` of ``V̇_1`` by
     ``−g^{θθ} u_{n,i} x_n`` (``u`` the backpropagated signal), so ``ż_{n,i}`` by ``−g^{θθ} u_{n,i} ‖x_n‖²``."""
     p = _problem(model, net, x, y, state, 0.0, ())
     return p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
 
 
-def attracting(model, net, x, y, state: State) -> Bool[Array, "N d1"]:
-    """Where sliding is possible (`_gate_effect` > 0): both one-sided fields point into the surface when a σ′
-    in (0, 1) holds ``z`` at zero (it attracts). With ``u < 0`` both point away (it repels: sliding there is a
-    Filippov solution, but an unstable one that every smoothed flow leaves at once). An effect below 1e-8 of
-    the largest counts as zero."""
-    effect = _gate_effect(model, net, x, y, state)
+def _signals(model, net, x, y, state: State, gates) -> Float[Array, " P"]:
+    """``u``: the signal backpropagated to each hidden unit's output (before its gate), σ′ = `gates` above."""
+    p = _problem(model, net, x, y, state, 0.0, ())
+    gates = _layers(net, gates)
+    us, delta = [None] * len(gates), p.w[:, None]
+    for h in reversed(range(len(gates))):
+        us[h] = delta @ p.V[h + 1]
+        delta = gates[h] * us[h]
+    return _flat(us)
+
+
+def attracting(model, net, x, y, state: State, gates) -> Bool[Array, " P"]:
+    """Where sliding is possible (the gate's effect ``u_j ‖Ĵ_j‖²`` on ``−ż_j`` is > 0, σ′ = `gates` above):
+    both one-sided fields point into the surface when a σ′ in (0, 1) holds ``z`` at zero (it attracts). With
+    ``u < 0`` both point away (it repels: sliding there is a Filippov solution, but an unstable one that every
+    smoothed flow leaves at once). An effect below 1e-8 of the largest counts as zero."""
+    if _linear(net):
+        effect = _gate_effect(model, net, x, y, state).ravel()
+    else:
+        _, inputs, _ = _forward_parts(net, state.V, x)
+        # ‖Ĵ_j‖² > 0 on every unit whose input is not zero: its sign is u's, its size a scale for the tolerance
+        sq = [jnp.outer(jnp.sum(a * a, axis=1), jnp.ones(V.shape[0])) for a, V in zip(inputs, state.V[:-1])]
+        effect = _signals(model, net, x, y, state, gates) * _flat(sq)
     return effect > EVENT_TOL * jnp.max(jnp.abs(effect))
 
 
 def distance(model, net, x, y, state: State, mode: Mode) -> Float[Array, ""]:
     """The event function: the least of the free pre-activations' signed distances to zero (their side is
     their gate's) and the sliding ones' margins (`sliding_margins`)."""
-    free = _free_distance(net, x, state, mode)
-    lower, upper = _if_sliding(mode, lambda: sliding_margins(model, net, x, y, state, mode))
-    return _least(mode, free, lower, upper)
+    return segment_and_distance(model, net, x, y, state, mode)[1]
 
 
 def _if_sliding(mode: Mode, margins):
@@ -128,50 +230,59 @@ def segment_and_distance(model, net, x, y, state: State, mode: Mode):
     """`segment_field` and `distance` from one evaluation of ``F_g`` (what a step's end needs).
 
     **Returns:** ``(v, d, lower, upper)``: the segment field, the event function, and the sliding margins."""
-    base = one_sided_field(model, net, x, y, state, (mode.gates,))
-    v = _projected(mode, base)
-    free = _free_distance(net, x, state, mode)
-    lower, upper = _if_sliding(mode, lambda: _margins(model, net, x, y, state, mode, base))
-    return v, _least(mode, free, lower, upper), lower, upper
+    v, lower, upper = _segment(model, net, x, y, state, mode, margins=True)
+    return v, _least(mode, _free_distance(net, x, state, mode), lower, upper), lower, upper
 
 
 def _free_distance(net, x, state: State, mode: Mode):
-    zs, _, _ = _forward_parts(net, state.V, x)
+    z, scales, _ = _forward(net, state, x)
     side = 2.0 * mode.gates - 1.0
-    return side * zs[0] / _scales(state.V[0], x) + jnp.where(mode.released, RELEASE_OFFSET, 0.0)
+    # a unit whose input vanishes has z ≡ 0 while it does: it has no side to reach
+    d = jnp.where(scales > 0, side * z / jnp.where(scales > 0, scales, 1.0), 1.0)
+    return d + jnp.where(mode.released, RELEASE_OFFSET, 0.0)
 
 
-def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mode, State, object]:
+def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mode, State, object, Array]:
     """The mode at an event: from the exact velocity with `candidates` pinned, which of them slide.
 
     **Arguments:**
 
-    - `candidates`: the pre-activations at zero (the state is on their stratum).
+    - `candidates`: the pre-activations at zero (the state is on their stratum), flat.
     - `exiting`: per pre-activation, the bound (0 or 1) its multiplier reached at this event, else -1: such
       a pre-activation leaves to that side even though ``m`` does not move it yet (it leaves tangentially).
 
-    **Returns:** ``(mode, m, info)``: the new `Mode`, the exact velocity and its `FilippovInfo`.
+    **Returns:** ``(mode, m, info, acts)``: the new `Mode`, the exact velocity, its `FilippovInfo`, and where
+    a surface attracts (`attracting`, with the gates ``m`` chose).
     """
     # few pre-activations are pinned at most events: small slot counts first (16, 128, then all)
-    m, info = exact_field(model, net, x, y, state, pinned_mask=(candidates,), slots=(16, 128), return_info=True)
-    zs, _, _ = _forward_parts(net, state.V, x)
-    zdot = x @ m.V[0].T
-    held = jnp.abs(zdot) <= EVENT_TOL * _scales(m.V[0], x)
+    m, info = exact_field(
+        model, net, x, y, state, pinned_mask=_layers(net, candidates), slots=(16, 128), return_info=True
+    )
+    z, _, rates = _forward(net, state, x)
+    zdot = _zdot(net, state, x, m)
+    held = jnp.abs(zdot) <= EVENT_TOL * rates * _hidden_speed(m, state)
     # only an attracting surface holds a pre-activation (a repelling one is the least-norm velocity's choice
     # too, but no smoothed flow stays there)
-    sliding = candidates & held & attracting(model, net, x, y, state) & (exiting < 0)
+    acts = attracting(model, net, x, y, state, _flat(info.alpha))
+    sliding = candidates & held & acts & (exiting < 0)
     leave_up = jnp.where(held, exiting == 1, zdot > 0)
-    gates = jnp.where(candidates, leave_up, zs[0] > 0).astype(x.dtype)
+    gates = jnp.where(candidates, leave_up, z > 0).astype(x.dtype)
     gates = jnp.where(sliding, 0.0, gates)
-    mode = Mode(sliding, gates, candidates & ~sliding, unit_bases(x, sliding))
-    return mode, m, info
+    mode = Mode(sliding, gates, candidates & ~sliding, make_bases(model, net, x, state, sliding))
+    return mode, m, info, acts
 
 
-def project_onto(state: State, x, bases: UnitBases) -> State:
-    """The state moved back onto the stratum of `bases` (least-norm change of ``V_1``, then renormalized: a
-    positive scaling keeps zeros)."""
-    V1 = state.V[0] - least_norm_correction(bases, x, x @ state.V[0].T)
-    return State((V1 / jnp.linalg.norm(V1), state.V[1]), state.rho, state.rho_k)
+def project_onto(model, net, x, state: State, candidates) -> State:
+    """The state moved back onto the stratum of `candidates` (least-norm change of the hidden directions, each
+    put back on its sphere: a positive scaling keeps zeros). One hidden layer: one step, exact; more: three
+    Gauss–Newton steps, the rank decided afresh at each (the last ones are on the stratum to rounding)."""
+    if _linear(net):
+        bases = unit_bases(x, candidates.reshape(x.shape[0], -1))
+        V1 = state.V[0] - least_norm_correction(bases, x, x @ state.V[0].T)
+        return State((V1 / jnp.linalg.norm(V1), state.V[1]), state.rho, state.rho_k)
+    for _ in range(3):
+        state = curved_onto(model, net, x, state, curved_basis(model, net, x, state, candidates), iterations=1)
+    return state
 
 
 # ---- the compiled event loop ------------------------------------------------------------------------------
@@ -249,13 +360,14 @@ def exact_member(
     max_events: int,
     steady_tol: float | None,
 ) -> dict:
-    """Integrate the exact flow of one member (traceable: one ``lax.while_loop``; one hidden layer).
+    """Integrate the exact flow of one member (traceable: one ``lax.while_loop``).
 
-    The segments are RosenbrockW steps on ``P_S F_g``; the Jacobian (as the inverse of ``I − γhJ``) is kept
-    across events (a W-method allows any matrix), except when the sliding set changes (the stages stay on the
-    new stratum only with its projection in the matrix), and so is the step size. A step whose end has crossed
+    The segments are RosenbrockW steps on ``P_S F_g``; the W-method's matrix (as the inverse of ``I − γhW``,
+    ``W = P_S ∂F_g``) is kept across events, except when the sliding set changes (the stages stay on the new
+    stratum only with its projection in the matrix), and so is the step size. A step whose end has crossed
     the event function's zero is redone to the event: the crossing is located on the step's dense output, then
-    refined on steps redone from the step's start.
+    refined on steps redone from the step's start. On a curved stratum (two or more hidden layers) each
+    accepted step is projected back onto it, and the constraints' combinations are renewed with the matrix.
 
     **Returns:** a dict: ``saves`` (the flat states at `ts`, NaN where not reached), ``t_final``, ``z_final``,
     ``status`` (see the module's constants), the counts of `_COUNTS`, and ``sliding_time``.
@@ -265,6 +377,7 @@ def exact_member(
     dtype = z0.dtype
     ts = jnp.asarray(ts, dtype)
     t1 = jnp.asarray(t1, dtype)
+    linear = _linear(net)
 
     def field_of(mode):
         return lambda t, z: ravel_pytree(segment_field(model, net, x, y, unravel(z), mode))[0]
@@ -272,18 +385,26 @@ def exact_member(
     def dist(z, mode):
         return distance(model, net, x, y, unravel(z), mode)
 
-    def factor(F, t, z, h):
-        jac = jax.jacrev(lambda z_: F(t, z_))(z)
+    def factor(mode, t, z, h):
+        if linear:  # P_S is constant: the segment field's own Jacobian
+            jac = jax.jacrev(field_of(mode), argnums=1)(t, z)
+        else:  # P_S(z_0) ∂F_g: a W-method needs no derivative of the projection
+            state = unravel(z)
+            gates = _layers(net, mode.gates)
+            J_g = jax.jacrev(lambda z_: ravel_pytree(one_sided_field(model, net, x, y, unravel(z_), gates))[0])(z)
+            P = jax.jacfwd(
+                lambda v: ravel_pytree(curved_projection(model, net, x, state, mode.bases, unravel(v))[0])[0]
+            )(jnp.zeros_like(z))
+            jac = jax.lax.cond(jnp.any(mode.sliding), lambda: P @ J_g, lambda: J_g)
         return ros._factor(jac, h)
 
     z0s = unravel(z0)
     state, mode, resolved = initial_mode(model, net, x, y, z0s)
     z = ravel_pytree(state)[0]
-    F = field_of(mode)
     v0, d0, _, _ = segment_and_distance(model, net, x, y, state, mode)
     f0 = ravel_pytree(v0)[0]
     h0 = jnp.minimum(t1, 1e-2 * (1.0 + jnp.linalg.norm(z)) / jnp.maximum(jnp.linalg.norm(f0), 1e-300))
-    inv = factor(F, 0.0, z, h0)
+    inv = factor(mode, 0.0, z, h0)
     # one Jacobian made; the sliding set's size; the initial mode's selection, if unresolved
     counts = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1).at[7].set(jnp.sum(mode.sliding, dtype=jnp.int32))
     counts = counts.at[8].set(~resolved)
@@ -297,7 +418,6 @@ def exact_member(
         return c.status == RUNNING
 
     def body(c: _Loop) -> _Loop:
-        F = field_of(c.mode)
         # A segment that starts below the event function's zero would see no event until it came back: the mode
         # is chosen again where it stands (a step of length 0; not twice in a row). Measured on experiment 10's
         # digits net at rtol 1e-5: a margin accepted at -5.7e-9, then a pre-activation carried 0.02 past zero
@@ -305,7 +425,12 @@ def exact_member(
         stuck = (c.d0 + _AIM <= 0) & ~c.stuck
         h = jnp.where(stuck, 0.0, jnp.minimum(c.h, t1 - c.t))
         need = (c.jac_age >= _MAX_JACOBIAN_AGE) | (jnp.abs(h / c.h_lu - 1.0) > _REFACTOR_RATIO)
-        inv = jax.lax.cond(need, lambda: factor(F, c.t, c.z, h), lambda: c.inv)
+        mode = c.mode
+        if not linear:  # renew the constraints' combinations where the state is on the stratum (see `_stratum`)
+            fresh = lambda: make_bases(model, net, x, unravel(c.z), mode.sliding)  # noqa: E731
+            mode = Mode(mode.sliding, mode.gates, mode.released, jax.lax.cond(need, fresh, lambda: mode.bases))
+        F = field_of(mode)
+        inv = jax.lax.cond(need, lambda: factor(mode, c.t, c.z, h), lambda: c.inv)
         h_lu = jnp.where(need, h, c.h_lu)
         rs = ros_state(c.f0, inv, h_lu)
 
@@ -316,14 +441,14 @@ def exact_member(
         scale = atol + rtol * jnp.maximum(jnp.abs(c.z), jnp.abs(z1))
         ratio = jnp.sqrt(jnp.mean((err / scale) ** 2))
         ok = jnp.isfinite(ratio) & (ratio <= 1.0)
-        v1, d1, _, _ = segment_and_distance(model, net, x, y, unravel(z1), c.mode)
+        v1, d1, _, _ = segment_and_distance(model, net, x, y, unravel(z1), mode)
         f1 = ravel_pytree(v1)[0]
         event = ok & (((d1 < 0) & (c.d0 + _AIM > 0)) | stuck)
 
         def locate():
             # The step is redone to land in [−EVENT_TOL, 0] of the event function: aim at its middle, first on the
             # dense output, then by regula falsi (Illinois) on steps redone from the step's start.
-            g = lambda z_: dist(z_, c.mode) + _AIM  # noqa: E731
+            g = lambda z_: dist(z_, mode) + _AIM  # noqa: E731
             guess, *_ = _illinois(lambda th: (g(c.z + th * (lin + th * quad)), None), 0.0, c.d0 + _AIM, 1.0,
                                   d1 + _AIM, _LOCATE_ITERATIONS, 0.5 * _AIM)  # fmt: skip
 
@@ -344,10 +469,20 @@ def exact_member(
         saves = jnp.where(put[:, None], c.z[None, :] + th * (lin[None, :] + th * quad[None, :]), c.saves)
 
         def at(z_acc):
-            return _event_update(model, net, x, y, z_acc, c.mode)
+            return _event_update(model, net, x, y, z_acc, mode)
 
         def none(z_acc):  # no event: the step ends at z1, where the segment field and the distance are known
-            return z_acc, c.mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True), f1, d1
+            if linear:
+                return z_acc, mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True), f1, d1
+            # on a curved stratum: back onto it (the stages left it by the step's local error), and evaluate there
+            s_new = jax.lax.cond(
+                jnp.any(mode.sliding),
+                lambda: curved_onto(model, net, x, unravel(z_acc), mode.bases),
+                lambda: unravel(z_acc),
+            )
+            v, d, _, _ = segment_and_distance(model, net, x, y, s_new, mode)
+            z_new = ravel_pytree(s_new)[0]
+            return z_new, mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True), ravel_pytree(v)[0], d
 
         z_new, mode_new, kinds, restratified, resolved, f_new, d_new = jax.lax.cond(event, at, none, z_acc)
 
@@ -365,7 +500,7 @@ def exact_member(
         counts = counts.at[7].max(jnp.sum(mode_new.sliding).astype(jnp.int32))
         # unresolved: a mode the loops did not settle, or an event in place that still left the segment below zero
         counts = counts.at[8].add((ok & (~resolved | (stuck & (d_new + _AIM <= 0)))).astype(jnp.int32))
-        sliding_time = c.sliding_time + jnp.where(ok & jnp.any(c.mode.sliding), h_acc, 0.0)
+        sliding_time = c.sliding_time + jnp.where(ok & jnp.any(mode.sliding), h_acc, 0.0)
 
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         t_out, z_out = keep(t_new, c.t), keep(z_new, c.z)
@@ -377,7 +512,7 @@ def exact_member(
             RUNNING,
         )  # fmt: skip
         return _Loop(
-            t_out, z_out, h_next, jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), mode_new, c.mode),
+            t_out, z_out, h_next, jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), mode_new, mode),
             keep(f_new, c.f0), keep(d_new, c.d0), inv, h_lu,
             # a new sliding set needs a new Jacobian: the stages stay on the stratum only with P_S in it
             jnp.where(restratified & ok, _MAX_JACOBIAN_AGE, jnp.where(need, 1, c.jac_age + ok)),
@@ -409,24 +544,24 @@ def _event_update(model, net, x, y, z, mode: Mode):
     unravel = unraveler(model, net)
     state = unravel(z)
     near = (_free_distance(net, x, state, mode) <= EVENT_TOL) & ~mode.sliding
-    lower, upper = _if_sliding(mode, lambda: sliding_margins(model, net, x, y, state, mode))
+    lower, upper = sliding_margins(model, net, x, y, state, mode)
     exiting = jnp.where(mode.sliding & (lower <= EVENT_TOL), 0, -1)
     exiting = jnp.where(mode.sliding & (upper <= EVENT_TOL) & (upper < lower), 1, exiting)
     candidates = mode.sliding | near
     # onto the stratum of every candidate: the new sliding set is among them, and the others leave from zero
-    state = project_onto(state, x, unit_bases(x, candidates))
-    scales = _scales(state.V[0], x)
+    state = project_onto(model, net, x, state, candidates)
+    _, _, rates = _forward(net, state, x)
 
     leaving = exiting >= 0
     sliding = mode.sliding & ~leaving
     gates = jnp.where(near, 1.0 - mode.gates, jnp.where(leaving, exiting.astype(x.dtype), mode.gates))
-    trial = Mode(sliding, jnp.where(sliding, 0.0, gates), near | leaving, unit_bases(x, sliding))
+    trial = Mode(sliding, jnp.where(sliding, 0.0, gates), near | leaving, make_bases(model, net, x, state, sliding))
     seg = segment_and_distance(model, net, x, y, state, trial)
-    _, box, back = _violations(x, state, trial, seg, scales)
+    _, box, back = _violations(net, x, state, trial, seg, rates)
 
     def select():
-        new, _, info = select_mode(model, net, x, y, state, candidates, exiting)
-        new, done = make_consistent(model, net, x, y, state, new, scales)
+        new, _, info, acts = select_mode(model, net, x, y, state, candidates, exiting)
+        new, done = make_consistent(model, net, x, y, state, new, rates, acts)
         v, d, _, _ = segment_and_distance(model, net, x, y, state, new)
         return new, done & info.converged, v, d
 
@@ -447,23 +582,23 @@ def _event_update(model, net, x, y, z, mode: Mode):
 _CONSISTENCY_ITERATIONS = 64
 
 
-def _violations(x, state: State, mode: Mode, seg, scales):
+def _violations(net, x, state: State, mode: Mode, seg, rates):
     """How far `mode` is from consistent at `state`, given its `segment_and_distance` `seg`: the side each
     sliding pre-activation would leave to (1 positive), how much its margin is negative (`sliding_margins`),
-    and how fast each released one moves back against its gate's side (relative to ``‖V̇_1‖ / ‖V_1‖``, the bound
-    of ``|ż| / (‖V_1‖ ‖x_n‖)``)."""
+    and how fast each released one moves back against its gate's side (relative to ``‖V̇‖ (Σ_{j≤k}
+    ‖a_{j-1,n}‖²)^½``, a bound of ``|ż|``)."""
     v, _, lower, upper = seg
     box = jnp.where(mode.sliding, -jnp.minimum(lower, upper), -jnp.inf)
     side = 2.0 * mode.gates - 1.0
-    back = jnp.where(mode.released, -side * (x @ v.V[0].T) / jnp.maximum(scales, 1e-300), -jnp.inf)
-    return upper < lower, box, back / jnp.maximum(jnp.linalg.norm(v.V[0]) / jnp.linalg.norm(state.V[0]), 1e-300)
+    back = jnp.where(mode.released, -side * _zdot(net, state, x, v) / jnp.maximum(rates, 1e-300), -jnp.inf)
+    return upper < lower, box, back / jnp.maximum(_hidden_speed(v, state), 1e-300)
 
 
 def _consistent(box, back):
     return (jnp.max(box) <= EVENT_TOL) & (jnp.max(back) <= EVENT_TOL)
 
 
-def make_consistent(model, net, x, y, state: State, mode: Mode, scales) -> tuple[Mode, Array]:
+def make_consistent(model, net, x, y, state: State, mode: Mode, rates, acts) -> tuple[Mode, Array]:
     """Correct a mode until its segment field is consistent at `state`: every sliding margin ≥ 0 (σ′ in [0, 1]),
     every released pre-activation moving to its gate's side.
 
@@ -472,7 +607,7 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, scales) -> tuple
     field the others slide on, and a multiplier can leave [0, 1] (measured on a one-hidden-layer net: 1.77).
     Then, one change at a time (an active-set method), the worst violation is repaired: an out-of-box
     margin's pre-activation is released to that side; a released one moving back is sent the
-    other way, and made sliding if it moves back from both sides.
+    other way, and made sliding if it moves back from both sides (and its surface attracts, `acts`).
 
     With many pre-activations of one unit at zero and their inputs dependent (53 on one unit of a 16-6-1 net on
     digits, in 16 dimensions), the pass can cycle: the margins use the least-norm multipliers, which can leave
@@ -482,7 +617,6 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, scales) -> tuple
 
     **Returns:** ``(mode, consistent)``.
     """
-    acts = attracting(model, net, x, y, state)
 
     def cond(c):
         i, mode, flipped, done = c
@@ -490,13 +624,13 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, scales) -> tuple
 
     def body(c):
         i, mode, flipped, _ = c
-        up_side, box, back = _violations(x, state, mode, segment_and_distance(model, net, x, y, state, mode), scales)
+        up_side, box, back = _violations(
+            net, x, state, mode, segment_and_distance(model, net, x, y, state, mode), rates
+        )
         bad_box = jnp.max(box) > EVENT_TOL
         bad_back = ~bad_box & ~_consistent(box, back)
-        j_box = jnp.unravel_index(jnp.argmax(box), box.shape)
-        j_back = jnp.unravel_index(jnp.argmax(back), back.shape)
-        onehot_box = jnp.zeros(box.shape, bool).at[j_box].set(True) & bad_box
-        onehot_back = jnp.zeros(box.shape, bool).at[j_back].set(True) & bad_back
+        onehot_box = (jnp.arange(box.size) == jnp.argmax(box)) & bad_box
+        onehot_back = (jnp.arange(back.size) == jnp.argmax(back)) & bad_back
         to_slide = onehot_back & flipped & acts
         to_flip = onehot_back & ~to_slide
         sliding = (mode.sliding & ~onehot_box) | to_slide
@@ -505,7 +639,7 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, scales) -> tuple
         gates = jnp.where(sliding, 0.0, gates)
         released = (mode.released | onehot_box) & ~sliding
         changed = bad_box | bad_back
-        new = Mode(sliding, gates, released, unit_bases(x, sliding))
+        new = Mode(sliding, gates, released, make_bases(model, net, x, state, sliding))
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(changed, a, b), new, mode)
         return i + 1, new, flipped | to_flip, ~changed
 
@@ -520,8 +654,8 @@ def initial_mode(model, net, x, y, state: State, tol: float = 1e-10):
     loops that converged within their caps."""
     from .._model._filippov import pinned
 
-    candidates = pinned(model, net, x, state, tol)[0]
-    state = project_onto(state, x, unit_bases(x, candidates))
-    mode, _, info = select_mode(model, net, x, y, state, candidates, jnp.full(candidates.shape, -1))
-    mode, done = make_consistent(model, net, x, y, state, mode, _scales(state.V[0], x))
+    candidates = _flat(pinned(model, net, x, state, tol))
+    state = project_onto(model, net, x, state, candidates)
+    mode, _, info, acts = select_mode(model, net, x, y, state, candidates, jnp.full(candidates.shape, -1))
+    mode, done = make_consistent(model, net, x, y, state, mode, _forward(net, state, x)[2], acts)
     return state, mode, done & info.converged

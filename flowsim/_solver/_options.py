@@ -47,14 +47,6 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothi
         raise fail("solver", solver, f"one of {SOLVERS}")
     check_int("max_steps", max_steps, "an integer >= 1", lambda v: v >= 1)
     eps = resolve_smoothing(net, smoothing)
-    if eps == 0.0 and net.depth != 2:
-        raise fail(
-            "smoothing",
-            smoothing,
-            f"a width ε > 0 (default 1e-5) or None for a network with {net.depth - 1} hidden layers: the exact "
-            "ε → 0 flow (smoothing=0) is integrated for one hidden layer; with more it is available as "
-            "model.vector_field(net, data, smoothing=0)",
-        )
     if eps == 0.0 and solver not in ("auto", "rosenbrock"):
         raise fail("solver", solver, "'auto' with smoothing=0 (the exact flow has its own event-driven integrator)")
     steady_tol = check_real("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
