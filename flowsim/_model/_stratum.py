@@ -19,6 +19,8 @@ projection keeps a velocity tangent to the spheres ``‖V_k‖ = 1``.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -262,20 +264,63 @@ def hat_jacobian(model, net: Network, x, state: State, sliding: Bool[Array, " P"
     return jnp.where(sliding[:, None], J * col[None, :], 0.0), col
 
 
+# The sliding rows are gathered into the smallest of these slot counts that holds them (then all): at most
+# events a few slide, and an SVD of the masked (P, n) Jacobian costs 55 ms on the stall case (P = 1280,
+# n = 336) where 32 rows cost well under 1 ms.
+_SLOTS = (32, 128, 512)
+
+
+def _gathered(sliding, fn):
+    """``fn(idx)`` with ``idx`` the flat indices of `sliding` first, cut to the smallest slot count holding them
+    (a static size: one compiled branch per slot count)."""
+    P = sliding.shape[0]
+    sizes = [k for k in _SLOTS if k < P] + [P]
+    order = jnp.argsort(~sliding, stable=True)
+    which = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), jnp.sum(sliding)), len(sizes) - 1)
+    return jax.lax.switch(which, [functools.partial(fn, order[:K]) for K in sizes])
+
+
 def curved_basis(model, net: Network, x, state: State, sliding: Bool[Array, " P"], rank_tol: float = 1e-10):
     """The :class:`CurvedBasis` of `sliding` at `state` (on its stratum: see above). Singular values below
     `rank_tol` of the largest count as zero (dependent constraints)."""
     Jh, _ = hat_jacobian(model, net, x, state, sliding)
-    U, sv, _ = jnp.linalg.svd(Jh, full_matrices=False)
-    return CurvedBasis(sliding, jnp.where(_kept(sv, rank_tol)[None, :], U, 0.0))
+    P, n = Jh.shape
+
+    def basis(idx):
+        U, sv, _ = jnp.linalg.svd(Jh[idx], full_matrices=False)
+        U = jnp.where(_kept(sv, rank_tol)[None, :], U, 0.0)
+        return jnp.zeros((P, n), Jh.dtype).at[idx, : U.shape[1]].set(U)
+
+    return CurvedBasis(sliding, _gathered(sliding, basis))
 
 
-def _combined(model, net, x, state: State, basis: CurvedBasis):
-    """``B = Uᵀ Ĵ_S`` at `state`, its SVD (the rows U drops are exact zeros), and ``Ĵ_S``'s squared row norms."""
+def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residual=None):
+    """With ``B = Uᵀ Ĵ_S`` at `state` (the rows U drops are exact zeros; the others have U's rank):
+
+    - for `yhat`: ``ŷ`` without its part in B's row space, and the least-norm ``λ`` (flat, P) with that part
+      ``= Ĵ_Sᵀ λ``;
+    - for `residual` (the sliding pre-activations' values, flat): the least-norm step ``d`` with
+      ``B d = −Uᵀ residual`` (Gauss–Newton on the combinations).
+
+    Also ``Ĵ_S``'s squared row norms and the column scaling ``√g^{θθ}``."""
     Jh, col = hat_jacobian(model, net, x, state, basis.sliding)
-    Ub, sb, Vbt = jnp.linalg.svd(basis.U.T @ Jh)
-    keep = sb > 1e-13 * jnp.maximum(sb[0], jnp.finfo(sb.dtype).tiny)
-    return Ub, jnp.where(keep, sb, 0.0), jnp.where(keep[:, None], Vbt, 0.0), keep, col, jnp.sum(Jh * Jh, axis=1)
+    P, n = Jh.shape
+
+    def solve(idx):
+        U = basis.U[idx, : min(idx.shape[0], n)]
+        Ub, sb, Vbt = jnp.linalg.svd(U.T @ Jh[idx], full_matrices=False)
+        keep = sb > 1e-13 * jnp.maximum(sb[0], jnp.finfo(sb.dtype).tiny)
+        inv = jnp.where(keep, 1.0 / jnp.where(keep, sb, 1.0), 0.0)
+        Vbt = jnp.where(keep[:, None], Vbt, 0.0)
+        out = []
+        if yhat is not None:
+            coef = Vbt @ yhat
+            out += [yhat - Vbt.T @ coef, jnp.zeros(P, Jh.dtype).at[idx].set(U @ (Ub @ (inv * coef)))]
+        if residual is not None:
+            out.append(-(Vbt.T @ (inv * (Ub.T @ (U.T @ residual[idx])))))
+        return tuple(out)
+
+    return _gathered(basis.sliding, solve), jnp.sum(Jh * Jh, axis=1), col
 
 
 def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, velocity: State):
@@ -284,22 +329,20 @@ def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, 
 
     **Returns:** ``(projected, λ, ‖Ĵ_j‖², ‖ŷ‖)``: a State with the hidden directions projected, and per flat
     pre-activation its coefficient and its row's squared norm (both zero off the sliding set)."""
-    Ub, sb, Vbt, keep, col, row_sq = _combined(model, net, x, state, basis)
+    _, g_tt = metric_factors(model, net, state)
+    col = jnp.concatenate([jnp.full(v.size, jnp.sqrt(g_tt[k])) for k, v in enumerate(state.V[:-1])])
     yhat = _flat_hidden(velocity) / col
-    coef = Vbt @ yhat
-    lam = basis.U @ (Ub @ jnp.where(keep, coef / jnp.where(keep, sb, 1.0), 0.0))
-    hidden = _unflat_hidden((yhat - Vbt.T @ coef) * col, velocity)
-    projected = State(hidden + (velocity.V[-1],), velocity.rho, velocity.rho_k)
-    return projected, lam, row_sq, jnp.linalg.norm(yhat)
+    (projected, lam), row_sq, _ = _combined(model, net, x, state, basis, yhat=yhat)
+    hidden = _unflat_hidden(projected * col, velocity)
+    return State(hidden + (velocity.V[-1],), velocity.rho, velocity.rho_k), lam, row_sq, jnp.linalg.norm(yhat)
 
 
 def curved_onto(model, net: Network, x, state: State, basis: CurvedBasis, iterations: int = 2) -> State:
     """The drift correction on a curved stratum: Gauss–Newton on the combinations ``Uᵀ z_S = 0`` of `basis`
     (least-G-norm steps), each hidden ``V_k`` put back on its unit sphere (a positive scaling keeps zeros)."""
     for _ in range(iterations):
-        Ub, sb, Vbt, keep, col, _ = _combined(model, net, x, state, basis)
         z = jnp.where(basis.sliding, _hidden_z(net, x, state.V[:-1]), 0.0)
-        step = -col * (Vbt.T @ jnp.where(keep, (Ub.T @ (basis.U.T @ z)) / jnp.where(keep, sb, 1.0), 0.0))
-        hidden = tuple(w / jnp.linalg.norm(w) for w in _unflat_hidden(_flat_hidden(state) + step, state))
+        (step,), _, col = _combined(model, net, x, state, basis, residual=z)
+        hidden = tuple(w / jnp.linalg.norm(w) for w in _unflat_hidden(_flat_hidden(state) + col * step, state))
         state = State(hidden + (state.V[-1],), state.rho, state.rho_k)
     return state
