@@ -203,3 +203,19 @@ def test_two_hidden_layers_the_smoothed_flows_converge_to_it():
     assert errors[0] <= 10 * 1e-6 and errors[1] <= 10 * 1e-7  # measured 2.6e-6 and 3.0e-7
     assert errors[1] <= errors[0] / 5
     assert np.max(np.abs(flat_rows(loose)[-1] - z)) <= 1e-5  # measured 1.1e-6
+
+
+@pytest.mark.slow
+def test_two_hidden_layers_sweep_members_equal_their_simulate_runs():
+    model, net, data, s0 = deep_problem()
+    states = [s0, model.init(net, seed=1, scale=0.1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fs.sweep(model, net, data, states, t1=1.0, ts=[0.0, 0.5, 1.0], smoothing=0, rtol=1e-5, progress=False)
+        for i, s in enumerate(states):
+            single = fs.simulate(
+                model, net, data, s, t1=1.0, ts=[0.0, 0.5, 1.0], smoothing=0, rtol=1e-5, progress=False
+            )
+            member = res.trajectory(i)
+            assert np.max(np.abs(flat_rows(member) - flat_rows(single))) <= 1e-8
+            assert member.stats.crossings == single.stats.crossings
