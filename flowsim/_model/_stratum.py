@@ -247,21 +247,23 @@ def _unflat_hidden(flat, like: State) -> tuple:
     return tuple(out)
 
 
-def hat_jacobian(model, net: Network, x, state: State, sliding: Bool[Array, " P"]):
-    """The Jacobian of the pre-activations of `sliding` (flat over the hidden layers; other rows zero) with
-    respect to the hidden directions, in the coordinates ``ŷ_k = V̇_k / √g^{θθ}_k``, and the column scaling
-    ``√g^{θθ}`` of those coordinates.
+def _col(model, net: Network, state: State):
+    """``√g^{θθ}_k`` per flat hidden coordinate: ``ŷ = V̇ / col`` are G-orthonormal."""
+    _, g_tt = metric_factors(model, net, state)
+    return jnp.concatenate([jnp.full(v.size, jnp.sqrt(g_tt[k])) for k, v in enumerate(state.V[:-1])])
 
-    **Returns:** ``(Ĵ, col)``, shapes ``(P, n)`` and ``(n,)``."""
+
+def hat_rows(model, net: Network, x, state: State, sliding: Bool[Array, " P"], idx) -> Array:
+    """Rows `idx` (flat indices over every hidden pre-activation) of the Jacobian of the pre-activations with
+    respect to the hidden directions, in the coordinates ``ŷ``; rows off `sliding` zero. Shape ``(K, n)``."""
     flat0 = _flat_hidden(state)
 
     def z_of(flat):
-        return _hidden_z(net, x, _unflat_hidden(flat, state))
+        return _hidden_z(net, x, _unflat_hidden(flat, state))[idx]
 
-    J = jax.jacfwd(z_of)(flat0)
-    _, g_tt = metric_factors(model, net, state)
-    col = jnp.concatenate([jnp.full(v.size, jnp.sqrt(g_tt[k])) for k, v in enumerate(state.V[:-1])])
-    return jnp.where(sliding[:, None], J * col[None, :], 0.0), col
+    # few rows: one backward pass each; many: one forward pass per coordinate
+    J = (jax.jacrev if idx.shape[0] < flat0.size else jax.jacfwd)(z_of)(flat0)
+    return jnp.where(sliding[idx][:, None], J * _col(model, net, state)[None, :], 0.0)
 
 
 # The sliding rows are gathered into the smallest of these slot counts that holds them (then all): at most
@@ -283,13 +285,12 @@ def _gathered(sliding, fn):
 def curved_basis(model, net: Network, x, state: State, sliding: Bool[Array, " P"], rank_tol: float = 1e-10):
     """The :class:`CurvedBasis` of `sliding` at `state` (on its stratum: see above). Singular values below
     `rank_tol` of the largest count as zero (dependent constraints)."""
-    Jh, _ = hat_jacobian(model, net, x, state, sliding)
-    P, n = Jh.shape
+    P, n = sliding.shape[0], _flat_hidden(state).size
 
     def basis(idx):
-        U, sv, _ = jnp.linalg.svd(Jh[idx], full_matrices=False)
+        U, sv, _ = jnp.linalg.svd(hat_rows(model, net, x, state, sliding, idx), full_matrices=False)
         U = jnp.where(_kept(sv, rank_tol)[None, :], U, 0.0)
-        return jnp.zeros((P, n), Jh.dtype).at[idx, : U.shape[1]].set(U)
+        return jnp.zeros((P, n), U.dtype).at[idx, : U.shape[1]].set(U)
 
     return CurvedBasis(sliding, _gathered(sliding, basis))
 
@@ -302,13 +303,12 @@ def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residu
     - for `residual` (the sliding pre-activations' values, flat): the least-norm step ``d`` with
       ``B d = −Uᵀ residual`` (Gauss–Newton on the combinations).
 
-    Also ``Ĵ_S``'s squared row norms and the column scaling ``√g^{θθ}``."""
-    Jh, col = hat_jacobian(model, net, x, state, basis.sliding)
-    P, n = Jh.shape
+    For `yhat` also ``Ĵ_S``'s squared row norms (flat, P)."""
+    P, n = basis.U.shape
 
     def solve(idx):
-        U = basis.U[idx, : min(idx.shape[0], n)]
-        Ub, sb, Vbt = jnp.linalg.svd(U.T @ Jh[idx], full_matrices=False)
+        U, Jh = basis.U[idx, : min(idx.shape[0], n)], hat_rows(model, net, x, state, basis.sliding, idx)
+        Ub, sb, Vbt = jnp.linalg.svd(U.T @ Jh, full_matrices=False)
         keep = sb > 1e-13 * jnp.maximum(sb[0], jnp.finfo(sb.dtype).tiny)
         inv = jnp.where(keep, 1.0 / jnp.where(keep, sb, 1.0), 0.0)
         Vbt = jnp.where(keep[:, None], Vbt, 0.0)
@@ -316,11 +316,12 @@ def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residu
         if yhat is not None:
             coef = Vbt @ yhat
             out += [yhat - Vbt.T @ coef, jnp.zeros(P, Jh.dtype).at[idx].set(U @ (Ub @ (inv * coef)))]
+            out.append(jnp.zeros(P, Jh.dtype).at[idx].set(jnp.sum(Jh * Jh, axis=1)))
         if residual is not None:
             out.append(-(Vbt.T @ (inv * (Ub.T @ (U.T @ residual[idx])))))
         return tuple(out)
 
-    return _gathered(basis.sliding, solve), jnp.sum(Jh * Jh, axis=1), col
+    return _gathered(basis.sliding, solve)
 
 
 def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, velocity: State):
@@ -329,10 +330,9 @@ def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, 
 
     **Returns:** ``(projected, λ, ‖Ĵ_j‖², ‖ŷ‖)``: a State with the hidden directions projected, and per flat
     pre-activation its coefficient and its row's squared norm (both zero off the sliding set)."""
-    _, g_tt = metric_factors(model, net, state)
-    col = jnp.concatenate([jnp.full(v.size, jnp.sqrt(g_tt[k])) for k, v in enumerate(state.V[:-1])])
+    col = _col(model, net, state)
     yhat = _flat_hidden(velocity) / col
-    (projected, lam), row_sq, _ = _combined(model, net, x, state, basis, yhat=yhat)
+    projected, lam, row_sq = _combined(model, net, x, state, basis, yhat=yhat)
     hidden = _unflat_hidden(projected * col, velocity)
     return State(hidden + (velocity.V[-1],), velocity.rho, velocity.rho_k), lam, row_sq, jnp.linalg.norm(yhat)
 
@@ -342,7 +342,8 @@ def curved_onto(model, net: Network, x, state: State, basis: CurvedBasis, iterat
     (least-G-norm steps), each hidden ``V_k`` put back on its unit sphere (a positive scaling keeps zeros)."""
     for _ in range(iterations):
         z = jnp.where(basis.sliding, _hidden_z(net, x, state.V[:-1]), 0.0)
-        (step,), _, col = _combined(model, net, x, state, basis, residual=z)
-        hidden = tuple(w / jnp.linalg.norm(w) for w in _unflat_hidden(_flat_hidden(state) + col * step, state))
+        (step,) = _combined(model, net, x, state, basis, residual=z)
+        hidden = _unflat_hidden(_flat_hidden(state) + _col(model, net, state) * step, state)
+        hidden = tuple(w / jnp.linalg.norm(w) for w in hidden)
         state = State(hidden + (state.V[-1],), state.rho, state.rho_k)
     return state
