@@ -232,6 +232,7 @@ class CurvedBasis(eqx.Module):
     row-major)."""
 
     sliding: Bool[Array, " P"]
+    gates: Float[Array, " P"]  # σ′ in the constraints' rows (`gated_z`): the mode's, 0 on the sliding set
     U: Float[Array, "P n"]
 
 
@@ -253,13 +254,28 @@ def _col(model, net: Network, state: State):
     return jnp.concatenate([jnp.full(v.size, jnp.sqrt(g_tt[k])) for k, v in enumerate(state.V[:-1])])
 
 
-def hat_rows(model, net: Network, x, state: State, sliding: Bool[Array, " P"], idx) -> Array:
+def gated_z(net: Network, x, hidden, gates: Float[Array, " P"]) -> Array:
+    """Every hidden pre-activation, flat, as a function of the hidden directions, differentiated with σ′ =
+    `gates` (flat) in the layers below: the ReLU's own derivative at a pinned pre-activation (sitting at ±1e-17
+    after a projection) would follow the sign of rounding, and with it the rows of the layers above."""
+    a, zs, i = x, [], 0
+    for Vk in hidden:
+        z = a @ Vk.T
+        zs.append(z)
+        g = gates[i : i + z.size].reshape(z.shape)
+        i += z.size
+        a = g * z + jax.lax.stop_gradient(net._sigma(z) - g * z)
+    return jnp.concatenate([z.ravel() for z in zs])
+
+
+def hat_rows(model, net: Network, x, state: State, sliding: Bool[Array, " P"], gates, idx) -> Array:
     """Rows `idx` (flat indices over every hidden pre-activation) of the Jacobian of the pre-activations with
-    respect to the hidden directions, in the coordinates ``ŷ``; rows off `sliding` zero. Shape ``(K, n)``."""
+    respect to the hidden directions (σ′ = `gates` below, `gated_z`), in the coordinates ``ŷ``; rows off
+    `sliding` zero. Shape ``(K, n)``."""
     flat0 = _flat_hidden(state)
 
     def z_of(flat):
-        return _hidden_z(net, x, _unflat_hidden(flat, state))[idx]
+        return gated_z(net, x, _unflat_hidden(flat, state), gates)[idx]
 
     # few rows: one backward pass each; many: one forward pass per coordinate
     J = (jax.jacrev if idx.shape[0] < flat0.size else jax.jacfwd)(z_of)(flat0)
@@ -282,17 +298,20 @@ def _gathered(sliding, fn):
     return jax.lax.switch(which, [functools.partial(fn, order[:K]) for K in sizes])
 
 
-def curved_basis(model, net: Network, x, state: State, sliding: Bool[Array, " P"], rank_tol: float = 1e-10):
-    """The :class:`CurvedBasis` of `sliding` at `state` (on its stratum: see above). Singular values below
-    `rank_tol` of the largest count as zero (dependent constraints)."""
+def curved_basis(
+    model, net: Network, x, state: State, sliding: Bool[Array, " P"], gates: Float[Array, " P"], rank_tol: float = 1e-10
+):
+    """The :class:`CurvedBasis` of `sliding` at `state` (on its stratum: see above), σ′ = `gates` off it.
+    Singular values below `rank_tol` of the largest count as zero (dependent constraints)."""
+    gates = jnp.where(sliding, 0.0, gates)
     P, n = sliding.shape[0], _flat_hidden(state).size
 
     def basis(idx):
-        U, sv, _ = jnp.linalg.svd(hat_rows(model, net, x, state, sliding, idx), full_matrices=False)
+        U, sv, _ = jnp.linalg.svd(hat_rows(model, net, x, state, sliding, gates, idx), full_matrices=False)
         U = jnp.where(_kept(sv, rank_tol)[None, :], U, 0.0)
         return jnp.zeros((P, n), U.dtype).at[idx, : U.shape[1]].set(U)
 
-    return CurvedBasis(sliding, _gathered(sliding, basis))
+    return CurvedBasis(sliding, gates, _gathered(sliding, basis))
 
 
 def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residual=None):
@@ -307,7 +326,7 @@ def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residu
     P, n = basis.U.shape
 
     def solve(idx):
-        U, Jh = basis.U[idx, : min(idx.shape[0], n)], hat_rows(model, net, x, state, basis.sliding, idx)
+        U, Jh = basis.U[idx, : min(idx.shape[0], n)], hat_rows(model, net, x, state, basis.sliding, basis.gates, idx)
         Ub, sb, Vbt = jnp.linalg.svd(U.T @ Jh, full_matrices=False)
         keep = sb > 1e-13 * jnp.maximum(sb[0], jnp.finfo(sb.dtype).tiny)
         inv = jnp.where(keep, 1.0 / jnp.where(keep, sb, 1.0), 0.0)

@@ -42,6 +42,7 @@ from .._model._stratum import (
     curved_basis,
     curved_onto,
     curved_projection,
+    gated_z,
     least_norm_correction,
     project_rows,
     sample_coefficients,
@@ -105,17 +106,18 @@ def _hidden_speed(velocity: State, state: State):
     return jnp.sqrt(sum(jnp.sum(v * v) / jnp.sum(w * w) for v, w in zip(velocity.V[:-1], state.V[:-1])))
 
 
-def _zdot(net: Network, state: State, x, velocity: State):
-    """``ż`` of every hidden pre-activation (flat) along `velocity` (with ``σ′(0) = 0`` in the layers below)."""
-    _, tangent = jax.jvp(lambda V: tuple(_forward_parts(net, V, x)[0]), (tuple(state.V),), (tuple(velocity.V),))
-    return _flat(tangent)
+def _zdot(net: Network, state: State, x, velocity: State, gates):
+    """``ż`` of every hidden pre-activation (flat) along `velocity`, σ′ = `gates` in the layers below."""
+    hidden = tuple(state.V[:-1])
+    return jax.jvp(lambda V: gated_z(net, x, V, gates), (hidden,), (tuple(velocity.V[:-1]),))[1]
 
 
-def make_bases(model, net: Network, x, state: State, sliding) -> UnitBases | CurvedBasis:
-    """The projection's data for the sliding set `sliding` (for a curved stratum, decided at `state`)."""
+def make_bases(model, net: Network, x, state: State, sliding, gates) -> UnitBases | CurvedBasis:
+    """The projection's data for the sliding set `sliding` (for a curved stratum, decided at `state`, σ′ =
+    `gates` off `sliding`)."""
     if _linear(net):
         return unit_bases(x, sliding.reshape(x.shape[0], -1))
-    return curved_basis(model, net, x, state, sliding)
+    return curved_basis(model, net, x, state, sliding, gates)
 
 
 def segment_field(model, net, x, y, state: State, mode: Mode) -> State:
@@ -137,7 +139,7 @@ def _segment(model, net, x, y, state: State, mode: Mode, margins: bool = False):
         v, lam, row_sq, speed = curved_projection(model, net, x, state, mode.bases, base)
         if not margins:
             return v, ones, ones
-        u = _signals(model, net, x, y, state, mode.gates)
+        u = _signals(model, net, x, y, state, mode.gates, mode.sliding, lam)
         scale = jnp.abs(u) * row_sq + speed * jnp.sqrt(row_sq) + jnp.finfo(x.dtype).tiny
         lower = jnp.where(mode.sliding, lam * row_sq / scale, 1.0)
         upper = jnp.where(mode.sliding, (u - lam) * row_sq / scale, 1.0)
@@ -184,14 +186,23 @@ def _gate_effect(model, net, x, y, state: State) -> Float[Array, "N d1"]:
     return p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
 
 
-def _signals(model, net, x, y, state: State, gates) -> Float[Array, " P"]:
-    """``u``: the signal backpropagated to each hidden unit's output (before its gate), σ′ = `gates` above."""
+def _signals(model, net, x, y, state: State, gates, sliding=None, lam=None) -> Float[Array, " P"]:
+    """``u``: the signal backpropagated to each hidden unit's output (before its gate), σ′ = `gates` above.
+
+    Where `sliding` and the multipliers' numerators `lam` (``λ_j = α_j u_j``, `sliding_margins`) are given, a
+    sliding unit passes ``α_j u_j = λ_j`` down instead: its Filippov multiplier, not the mode's 0. Layer by
+    layer from the top this is exact where a sample is pinned in two layers (then ``u`` of the lower unit
+    depends on the upper one's α, and ``λ`` splits accordingly; measured on the stall case: with the mode's 0,
+    one layer-1 pre-activation under a sliding layer-2 one of its sample entered and left sliding 40 times
+    by t = 0.5)."""
     p = _problem(model, net, x, y, state, 0.0, ())
     gates = _layers(net, gates)
+    sliding = None if sliding is None else _layers(net, sliding)
+    lam = None if lam is None else _layers(net, lam)
     us, delta = [None] * len(gates), p.w[:, None]
     for h in reversed(range(len(gates))):
         us[h] = delta @ p.V[h + 1]
-        delta = gates[h] * us[h]
+        delta = gates[h] * us[h] if sliding is None else jnp.where(sliding[h], lam[h], gates[h] * us[h])
     return _flat(us)
 
 
@@ -261,7 +272,7 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
     kw = dict(slots=(16, 128)) if _linear(net) else dict(slots=(16, 128, 512), max_iter=3, max_inner=10)
     m, info = exact_field(model, net, x, y, state, pinned_mask=_layers(net, candidates), return_info=True, **kw)
     z, _, rates = _forward(net, state, x)
-    zdot = _zdot(net, state, x, m)
+    zdot = _zdot(net, state, x, m, _flat(info.alpha))
     held = jnp.abs(zdot) <= EVENT_TOL * rates * _hidden_speed(m, state)
     # only an attracting surface holds a pre-activation (a repelling one is the least-norm velocity's choice
     # too, but no smoothed flow stays there)
@@ -270,7 +281,7 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
     leave_up = jnp.where(held, exiting == 1, zdot > 0)
     gates = jnp.where(candidates, leave_up, z > 0).astype(x.dtype)
     gates = jnp.where(sliding, 0.0, gates)
-    mode = Mode(sliding, gates, candidates & ~sliding, make_bases(model, net, x, state, sliding))
+    mode = Mode(sliding, gates, candidates & ~sliding, make_bases(model, net, x, state, sliding, gates))
     return mode, m, info, acts
 
 
@@ -283,7 +294,8 @@ def project_onto(model, net, x, state: State, candidates) -> State:
         V1 = state.V[0] - least_norm_correction(bases, x, x @ state.V[0].T)
         return State((V1 / jnp.linalg.norm(V1), state.V[1]), state.rho, state.rho_k)
     for _ in range(3):
-        state = curved_onto(model, net, x, state, curved_basis(model, net, x, state, candidates), iterations=1)
+        gates = (_forward(net, state, x)[0] > 0).astype(x.dtype)
+        state = curved_onto(model, net, x, state, curved_basis(model, net, x, state, candidates, gates), iterations=1)
     return state
 
 
@@ -429,7 +441,7 @@ def exact_member(
         need = (c.jac_age >= _MAX_JACOBIAN_AGE) | (jnp.abs(h / c.h_lu - 1.0) > _REFACTOR_RATIO)
         mode = c.mode
         if not linear:  # renew the constraints' combinations where the state is on the stratum (see `_stratum`)
-            fresh = lambda: make_bases(model, net, x, unravel(c.z), mode.sliding)  # noqa: E731
+            fresh = lambda: make_bases(model, net, x, unravel(c.z), mode.sliding, mode.gates)  # noqa: E731
             mode = Mode(mode.sliding, mode.gates, mode.released, jax.lax.cond(need, fresh, lambda: mode.bases))
         F = field_of(mode)
         inv = jax.lax.cond(need, lambda: factor(mode, c.t, c.z, h), lambda: c.inv)
@@ -557,7 +569,8 @@ def _event_update(model, net, x, y, z, mode: Mode):
     leaving = exiting >= 0
     sliding = mode.sliding & ~leaving
     gates = jnp.where(near, 1.0 - mode.gates, jnp.where(leaving, exiting.astype(x.dtype), mode.gates))
-    trial = Mode(sliding, jnp.where(sliding, 0.0, gates), near | leaving, make_bases(model, net, x, state, sliding))
+    gates = jnp.where(sliding, 0.0, gates)
+    trial = Mode(sliding, gates, near | leaving, make_bases(model, net, x, state, sliding, gates))
     seg = segment_and_distance(model, net, x, y, state, trial)
     _, box, back = _violations(net, x, state, trial, seg, rates)
 
@@ -592,7 +605,7 @@ def _violations(net, x, state: State, mode: Mode, seg, rates):
     v, _, lower, upper = seg
     box = jnp.where(mode.sliding, -jnp.minimum(lower, upper), -jnp.inf)
     side = 2.0 * mode.gates - 1.0
-    back = jnp.where(mode.released, -side * _zdot(net, state, x, v) / jnp.maximum(rates, 1e-300), -jnp.inf)
+    back = jnp.where(mode.released, -side * _zdot(net, state, x, v, mode.gates) / jnp.maximum(rates, 1e-300), -jnp.inf)
     return upper < lower, box, back / jnp.maximum(_hidden_speed(v, state), 1e-300)
 
 
@@ -641,7 +654,7 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, rates, acts) -> 
         gates = jnp.where(sliding, 0.0, gates)
         released = (mode.released | onehot_box) & ~sliding
         changed = bad_box | bad_back
-        new = Mode(sliding, gates, released, make_bases(model, net, x, state, sliding))
+        new = Mode(sliding, gates, released, make_bases(model, net, x, state, sliding, gates))
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(changed, a, b), new, mode)
         return i + 1, new, flipped | to_flip, ~changed
 
