@@ -219,3 +219,32 @@ def test_two_hidden_layers_sweep_members_equal_their_simulate_runs():
             member = res.trajectory(i)
             assert np.max(np.abs(flat_rows(member) - flat_rows(single))) <= 1e-8
             assert member.stats.crossings == single.stats.crossings
+
+
+def test_two_hidden_layers_the_multipliers_give_the_segment_field():
+    """On a curved stratum where one sample is pinned in both hidden layers, the backward pass with σ′ = the
+    Filippov multipliers α (an independent code path: no projection) gives the projected segment field. The
+    layer-1 unit's α needs the layer-2 unit's α in its backpropagated signal (with that gate at 0: 0.03 off)."""
+    from flowsim._solver import _exact as E
+
+    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
+    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
+    V1, V2, V3 = (np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V)
+    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+    xn = np.asarray(data.x[0])
+    V1[1] -= (V1[1] @ xn) / (xn @ xn) * xn  # z_{1,0,1} = 0
+    V1 /= np.linalg.norm(V1)
+    a1 = np.maximum(xn @ V1.T, 0.0)
+    V2[1] -= (V2[1] @ a1) / (a1 @ a1) * a1  # z_{2,0,1} = 0, through the other layer-1 units of sample 0
+    V2 /= np.linalg.norm(V2)
+    state = model.state(V=[V1, V2, V3], rho=1.3)
+    z, _, _ = E._forward(net, state, x)
+    sliding = jnp.zeros(z.shape, bool).at[jnp.asarray([1, 12 * 5 + 1])].set(True)
+    gates = jnp.where(sliding, 0.0, (z > 0).astype(x.dtype))
+    mode = E.Mode(sliding, gates, jnp.zeros(z.shape, bool), E.make_bases(model, net, x, state, sliding, gates))
+    v = E.segment_field(model, net, x, y, state, mode)
+    alpha = E.multipliers(model, net, x, y, state, mode)
+    w = E.one_sided_field(model, net, x, y, state, E._layers(net, alpha))
+    for a, b in zip(w.V[:-1], v.V[:-1]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-13)
+    assert float(jnp.max(jnp.abs(v.V[0]))) > 0.01 and float(jnp.max(jnp.abs(x @ v.V[0].T)[0, 1])) < 1e-13
