@@ -171,8 +171,20 @@ def test_sweep_members_equal_their_simulate_runs():
         assert member.stats.crossings == single.stats.crossings
 
 
+@pytest.fixture
+def deep_exact(monkeypatch):
+    """Two or more hidden layers are integrated but not yet offered (see `_options.DEEP_EXACT`)."""
+    from flowsim._solver import _options
+
+    monkeypatch.setattr(_options, "DEEP_EXACT", True)
+
+
 def test_bad_input_names_the_argument():
     model, net, train, s0 = problem()
+    deep = fs.Network((5, 4, 4, 1))
+    with pytest.raises(fs.InputError) as excinfo:
+        fs.simulate(model, deep, train, model.init(deep, seed=0), t1=1.0, smoothing=0)
+    assert_input_error(excinfo, "smoothing", expected_hint="one hidden layer")
     with pytest.raises(fs.InputError) as excinfo:
         fs.simulate(model, net, train, s0, t1=1.0, smoothing=0, solver="tsit5")
     assert_input_error(excinfo, "solver")
@@ -188,7 +200,7 @@ def deep_problem():
 
 
 @pytest.mark.slow
-def test_two_hidden_layers_the_smoothed_flows_converge_to_it():
+def test_two_hidden_layers_the_smoothed_flows_converge_to_it(deep_exact):
     """The smoothed flows (an independent code path: no events, no projection) approach the exact flow linearly
     in ε, and the exact flow's own error is set by rtol."""
     model, net, data, s0 = deep_problem()
@@ -206,7 +218,7 @@ def test_two_hidden_layers_the_smoothed_flows_converge_to_it():
 
 
 @pytest.mark.slow
-def test_two_hidden_layers_sweep_members_equal_their_simulate_runs():
+def test_two_hidden_layers_sweep_members_equal_their_simulate_runs(deep_exact):
     model, net, data, s0 = deep_problem()
     states = [s0, model.init(net, seed=1, scale=0.1)]
     with warnings.catch_warnings():

@@ -13,6 +13,11 @@ from .._model import check_model, check_problem, resolve_smoothing
 # "rosenbrock" is flowsim's compiled stiff solver (RosenbrockW), what "auto" means; the others are diffrax's.
 EXPLICIT = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
 SOLVERS = ("auto", "rosenbrock", *EXPLICIT)
+# The exact flow with two or more hidden layers (curved strata) is integrated but not offered yet: on the
+# 5-16-16-1 stall case it reaches t = 2 after thousands of events and ends 1.35 (relative) from the smoothed
+# flows, after mode changes of up to 51 pre-activations at once where samples are pinned in two layers. Its
+# tests switch it on here.
+DEEP_EXACT = False
 
 
 def check_times(t1, ts):
@@ -47,6 +52,14 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothi
         raise fail("solver", solver, f"one of {SOLVERS}")
     check_int("max_steps", max_steps, "an integer >= 1", lambda v: v >= 1)
     eps = resolve_smoothing(net, smoothing)
+    if eps == 0.0 and net.depth != 2 and not DEEP_EXACT:
+        raise fail(
+            "smoothing",
+            smoothing,
+            f"a width ε > 0 (default 1e-5) or None for a network with {net.depth - 1} hidden layers: the exact "
+            "ε → 0 flow (smoothing=0) is integrated for one hidden layer; with more it is available as "
+            "model.vector_field(net, data, smoothing=0)",
+        )
     if eps == 0.0 and solver not in ("auto", "rosenbrock"):
         raise fail("solver", solver, "'auto' with smoothing=0 (the exact flow has its own event-driven integrator)")
     steady_tol = check_real("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)
