@@ -41,28 +41,47 @@ def _hidden_z(net: Network, x, hidden) -> Array:
     return jnp.concatenate([z.ravel() for z in zs])
 
 
+def _flat_hidden(state: State) -> Array:
+    return jnp.concatenate([v.ravel() for v in state.V[:-1]])
+
+
+def _unflat_hidden(flat, like: State) -> tuple:
+    out, i = [], 0
+    for v in like.V[:-1]:
+        out.append(flat[i : i + v.size].reshape(v.shape))
+        i += v.size
+    return tuple(out)
+
+
+def _col(model, net: Network, state: State):
+    """``√g^{θθ}_k`` per flat hidden coordinate: ``ŷ = V̇ / col`` are G-orthonormal."""
+    _, g_tt = metric_factors(model, net, state)
+    return jnp.concatenate([jnp.full(v.size, jnp.sqrt(g_tt[k])) for k, v in enumerate(state.V[:-1])])
+
+
+def _moved(state: State, step) -> State:
+    """`state` with its hidden directions moved by `step` (flat, in V's coordinates) and each put back on its
+    unit sphere (a positive scaling keeps zeros)."""
+    hidden = _unflat_hidden(_flat_hidden(state) + step, state)
+    return State(tuple(w / jnp.linalg.norm(w) for w in hidden) + (state.V[-1],), state.rho, state.rho_k)
+
+
 def _constraints(model, net: Network, x, state: State, sliding):
     """The Jacobian of the sliding pre-activations in the coordinates ``ŷ`` (rows off ``S`` zero), its SVD's
-    right factor and singular values, and the values of those pre-activations."""
-    hidden = tuple(state.V[:-1])
-    flat0 = jnp.concatenate([v.ravel() for v in hidden])
-    sizes = [v.size for v in hidden]
+    left and right factors and singular values, the column scaling ``√g^{θθ}``, and the values of those
+    pre-activations."""
+    flat0 = _flat_hidden(state)
 
     def z_of(flat):
-        parts, i = [], 0
-        for v, n in zip(hidden, sizes):
-            parts.append(flat[i : i + n].reshape(v.shape))
-            i += n
-        return _hidden_z(net, x, parts)
+        return _hidden_z(net, x, _unflat_hidden(flat, state))
 
     mask = jnp.concatenate([jnp.ravel(m) for m in sliding])
     z = z_of(flat0)
     J = jax.jacfwd(z_of)(flat0) if flat0.size < z.size else jax.jacrev(z_of)(flat0)
-    _, g_tt = metric_factors(model, net, state)
-    col = jnp.concatenate([jnp.full(n, jnp.sqrt(g_tt[k])) for k, n in enumerate(sizes)])
+    col = _col(model, net, state)
     Jt = jnp.where(mask[:, None], J * col[None, :], 0.0)
     U, sv, Wt = jnp.linalg.svd(Jt, full_matrices=False)
-    return U, sv, Wt, col, jnp.where(mask, z, 0.0), sizes
+    return U, sv, Wt, col, jnp.where(mask, z, 0.0)
 
 
 def _kept(sv, rank_tol):
@@ -104,15 +123,11 @@ def sliding_field(
         zs, _, _ = _forward_parts(net, tuple(state.V), x)
         gates = tuple((z > 0).astype(z.dtype) for z in zs)
     base = one_sided_field(model, net, x, y, state, gates)
-    _, sv, Wt, col, _, sizes = _constraints(model, net, x, state, sliding)
-    yhat = jnp.concatenate([v.ravel() for v in base.V[:-1]]) / col
+    _, sv, Wt, col, _ = _constraints(model, net, x, state, sliding)
+    yhat = _flat_hidden(base) / col
     basis = jnp.where(_kept(sv, rank_tol)[:, None], Wt, 0.0)
     yhat = yhat - basis.T @ (basis @ yhat)
-    out, i = [], 0
-    for v, n in zip(base.V[:-1], sizes):
-        out.append((yhat[i : i + n] * col[i : i + n]).reshape(v.shape))
-        i += n
-    return State(tuple(out) + (base.V[-1],), base.rho, base.rho_k)
+    return State(_unflat_hidden(yhat * col, base) + (base.V[-1],), base.rho, base.rho_k)
 
 
 def project_to_stratum(
@@ -147,15 +162,9 @@ def project_to_stratum(
     if net.depth < 2:
         return state
     for _ in range(1 if net.depth == 2 else iterations):
-        U, sv, Wt, col, z, sizes = _constraints(model, net, x, state, sliding)
+        U, sv, Wt, col, z = _constraints(model, net, x, state, sliding)
         keep = _kept(sv, rank_tol)
-        step = -col * (Wt.T @ jnp.where(keep, (U.T @ z) / jnp.where(keep, sv, 1.0), 0.0))
-        hidden, i = [], 0
-        for v, n in zip(state.V[:-1], sizes):
-            w = v + step[i : i + n].reshape(v.shape)
-            hidden.append(w / jnp.linalg.norm(w))
-            i += n
-        state = State(tuple(hidden) + (state.V[-1],), state.rho, state.rho_k)
+        state = _moved(state, -col * (Wt.T @ jnp.where(keep, (U.T @ z) / jnp.where(keep, sv, 1.0), 0.0)))
     return state
 
 
@@ -234,24 +243,6 @@ class CurvedBasis(eqx.Module):
     sliding: Bool[Array, " P"]
     gates: Float[Array, " P"]  # σ′ in the constraints' rows (`gated_z`): the mode's, 0 on the sliding set
     U: Float[Array, "P n"]
-
-
-def _flat_hidden(state: State) -> Array:
-    return jnp.concatenate([v.ravel() for v in state.V[:-1]])
-
-
-def _unflat_hidden(flat, like: State) -> tuple:
-    out, i = [], 0
-    for v in like.V[:-1]:
-        out.append(flat[i : i + v.size].reshape(v.shape))
-        i += v.size
-    return tuple(out)
-
-
-def _col(model, net: Network, state: State):
-    """``√g^{θθ}_k`` per flat hidden coordinate: ``ŷ = V̇ / col`` are G-orthonormal."""
-    _, g_tt = metric_factors(model, net, state)
-    return jnp.concatenate([jnp.full(v.size, jnp.sqrt(g_tt[k])) for k, v in enumerate(state.V[:-1])])
 
 
 def gated_z(net: Network, x, hidden, gates: Float[Array, " P"]) -> Array:
@@ -362,7 +353,5 @@ def curved_onto(model, net: Network, x, state: State, basis: CurvedBasis, iterat
     for _ in range(iterations):
         z = jnp.where(basis.sliding, _hidden_z(net, x, state.V[:-1]), 0.0)
         (step,) = _combined(model, net, x, state, basis, residual=z)
-        hidden = _unflat_hidden(_flat_hidden(state) + _col(model, net, state) * step, state)
-        hidden = tuple(w / jnp.linalg.norm(w) for w in hidden)
-        state = State(hidden + (state.V[-1],), state.rho, state.rho_k)
+        state = _moved(state, _col(model, net, state) * step)
     return state

@@ -35,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float
 
 from .._model import Network, State
-from .._model._filippov import _forward_parts, _problem, exact_field, one_sided_field
+from .._model._filippov import _flat, _forward_parts, _problem, exact_field, one_sided_field
 from .._model._stratum import (
     CurvedBasis,
     UnitBases,
@@ -70,10 +70,6 @@ class Mode(eqx.Module):
 
 def _linear(net: Network) -> bool:
     return net.depth == 2
-
-
-def _flat(parts) -> Array:
-    return jnp.concatenate([p.ravel() for p in parts])
 
 
 def _layers(net: Network, flat) -> tuple:
@@ -136,10 +132,9 @@ def _segment(model, net, x, y, state: State, mode: Mode, margins: bool = False):
         return v, lower, upper
 
     def curved():
-        v, lam, row_sq, speed = curved_projection(model, net, x, state, mode.bases, base)
+        v, lam, row_sq, speed, u = _curved(model, net, x, y, state, mode, base)
         if not margins:
             return v, ones, ones
-        u = _signals(model, net, x, y, state, mode.gates, mode.sliding, lam)
         scale = jnp.abs(u) * row_sq + speed * jnp.sqrt(row_sq) + jnp.finfo(x.dtype).tiny
         lower = jnp.where(mode.sliding, lam * row_sq / scale, 1.0)
         upper = jnp.where(mode.sliding, (u - lam) * row_sq / scale, 1.0)
@@ -148,12 +143,18 @@ def _segment(model, net, x, y, state: State, mode: Mode, margins: bool = False):
     return jax.lax.cond(jnp.any(mode.sliding), curved, lambda: (base, ones, ones))
 
 
+def _curved(model, net, x, y, state: State, mode: Mode, base: State):
+    """On a curved stratum, from ``F_g`` (`base`): ``P_S F_g``, the coefficients ``λ`` of its removed part on
+    the constraint rows, those rows' squared norms, ``‖ŷ‖``, and the signals ``u`` (`_signals`)."""
+    v, lam, row_sq, speed = curved_projection(model, net, x, state, mode.bases, base)
+    return v, lam, row_sq, speed, _signals(model, net, x, y, state, mode.gates, mode.sliding, lam)
+
+
 def multipliers(model, net, x, y, state: State, mode: Mode) -> Float[Array, " P"]:
     """The Filippov multipliers of a curved stratum's sliding pre-activations, ``α_j = λ_j / u_j`` (see
     `sliding_margins`; elsewhere the mode's gates): σ′ = α in the backward pass gives the segment field."""
     base = one_sided_field(model, net, x, y, state, _layers(net, mode.gates))
-    _, lam, _, _ = curved_projection(model, net, x, state, mode.bases, base)
-    u = _signals(model, net, x, y, state, mode.gates, mode.sliding, lam)
+    _, lam, _, _, u = _curved(model, net, x, y, state, mode, base)
     return jnp.where(mode.sliding, lam / jnp.where(mode.sliding, u, 1.0), mode.gates)
 
 
@@ -169,8 +170,7 @@ def sliding_margins(model, net, x, y, state: State, mode: Mode) -> tuple[Array, 
     Filippov multiplier is ``α_j = λ_j / u_j``, and ``ż₀ = λ_j ‖Ĵ_j‖²``, ``−ż₁ = (u_j − λ_j) ‖Ĵ_j‖²``. Unlike α
     these are continuous where ``u`` passes through 0; they are scaled by ``|u_j| ‖Ĵ_j‖² + ‖ŷ‖ ‖Ĵ_j‖`` (the
     jump of ``ż`` across the gate, plus the speed), which does not vanish there. With two or more hidden
-    layers ``u_j`` is taken with the mode's gates above (exact unless a sample is pinned in two layers, where
-    the field is multilinear in the gates).
+    layers ``u_j`` carries the multipliers of the sliding units above it (`_signals`).
     """
     return _segment(model, net, x, y, state, mode, margins=True)[1:]
 
