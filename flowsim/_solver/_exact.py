@@ -116,6 +116,40 @@ def make_bases(model, net: Network, x, state: State, sliding, gates) -> UnitBase
     return curved_basis(model, net, x, state, sliding, gates)
 
 
+def new_mode(model, net: Network, x, state: State, sliding, gates, released) -> Mode:
+    """A `Mode` with its projection's data, the gates of dead-input pre-activations set (`_dead_inputs`)."""
+    sliding, gates = _dead_inputs(net, state, sliding, gates)
+    return Mode(sliding, gates, released & ~(gates == DEAD_GATE), make_bases(model, net, x, state, sliding, gates))
+
+
+# σ′ of a pre-activation whose input is zero on the stratum: the smoothing's own at z = 0, ½(1 + tanh 0)
+DEAD_GATE = 0.5
+
+
+def _dead_inputs(net: Network, state: State, sliding, gates):
+    """Pre-activations above the first hidden layer (none with one) whose sample has every unit of the layer
+    below off (σ′ < 1: gated 0, sliding, or dead itself): their input is zero along the stratum, so they are
+    zero too, whatever their gate, and never cross. Their gate is `DEAD_GATE`: ``P_S F_g`` does not depend on
+    it (the sample reaches the parameters only through the sliding units' constraint rows), but the signal
+    ``u`` of the sliding units below does, so their margins. Measured on the stall case at t = 0.537, one
+    sample with four layer-1 units sliding and the rest negative: the smoothed flow (ε = 1e-8) holds its
+    layer-2 pre-activations at ~1e-10, σ′ = 0.50 ± 0.02; rounding's sign made them cross back and forth 60
+    times in 0.005 (the state then 1.2e-4 off the smoothed flow; with this rule 4e-6, as before the sample died).
+
+    A dead pre-activation whose input comes back (a unit below turned on) takes the side of that unit's weight.
+
+    **Returns:** ``(sliding, gates)``, flat."""
+    gates_k, sliding_k = list(_layers(net, gates)), list(_layers(net, sliding))
+    for h in range(1, len(gates_k)):
+        on = (gates_k[h - 1] == 1.0).astype(gates.dtype)
+        dead = jnp.broadcast_to(~jnp.any(on > 0, axis=1, keepdims=True), gates_k[h].shape)
+        revived = ~dead & (gates_k[h] == DEAD_GATE)
+        side = (on @ state.V[h].T > 0).astype(gates.dtype)
+        gates_k[h] = jnp.where(dead, DEAD_GATE, jnp.where(revived, side, gates_k[h]))
+        sliding_k[h] = sliding_k[h] & ~dead
+    return _flat(sliding_k), _flat(gates_k)
+
+
 def segment_field(model, net, x, y, state: State, mode: Mode) -> State:
     """``P_S F_g``: the exact velocity along a segment with `mode`."""
     return _segment(model, net, x, y, state, mode)[0]
@@ -257,8 +291,10 @@ def segment_and_distance(model, net, x, y, state: State, mode: Mode):
 def _free_distance(net, x, state: State, mode: Mode):
     z, scales, _ = _forward(net, state, x)
     side = 2.0 * mode.gates - 1.0
-    # a unit whose input vanishes has z ≡ 0 while it does: it has no side to reach
-    d = jnp.where(scales > 0, side * z / jnp.where(scales > 0, scales, 1.0), 1.0)
+    # a unit whose input vanishes has z ≡ 0 while it does: it has no side to reach (nor, at rounding's size, a
+    # sign: one revived at an event has its input at ~1e-17)
+    live = (scales > 1e-12 * jnp.max(scales)) & (mode.gates != DEAD_GATE)
+    d = jnp.where(live, side * z / jnp.where(live, scales, 1.0), 1.0)
     return d + jnp.where(mode.released, RELEASE_OFFSET, 0.0)
 
 
@@ -279,19 +315,22 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
     # iterations of 10 inner steps (0.47 s; the velocity moved by 9e-8 against 20 of 30): make_consistent
     # checks the choice anyway.
     kw = dict(slots=(16, 128)) if _linear(net) else dict(slots=(16, 128, 512), max_iter=3, max_inner=10)
-    m, info = exact_field(model, net, x, y, state, pinned_mask=_layers(net, candidates), return_info=True, **kw)
     z, _, rates = _forward(net, state, x)
-    zdot = _zdot(net, state, x, m, _flat(info.alpha))
+    # the pre-activations whose input is zero here (`_dead_inputs`) are at zero too: pinned, then σ′ = DEAD_GATE
+    dead = _dead_inputs(net, state, candidates, jnp.where(candidates, 0.0, z > 0))[1] == DEAD_GATE
+    pinned = _layers(net, candidates | dead)
+    m, info = exact_field(model, net, x, y, state, pinned_mask=pinned, return_info=True, **kw)
+    alpha = jnp.where(dead, DEAD_GATE, _flat(info.alpha))
+    zdot = _zdot(net, state, x, m, alpha)
     held = jnp.abs(zdot) <= EVENT_TOL * rates * _hidden_speed(m, state)
     # only an attracting surface holds a pre-activation (a repelling one is the least-norm velocity's choice
     # too, but no smoothed flow stays there)
-    acts = attracting(model, net, x, y, state, _flat(info.alpha))
+    acts = attracting(model, net, x, y, state, alpha)
     sliding = candidates & held & acts & (exiting < 0)
     leave_up = jnp.where(held, exiting == 1, zdot > 0)
-    gates = jnp.where(candidates, leave_up, z > 0).astype(x.dtype)
+    gates = jnp.where(candidates, leave_up, jnp.where(dead, DEAD_GATE, z > 0)).astype(x.dtype)
     gates = jnp.where(sliding, 0.0, gates)
-    mode = Mode(sliding, gates, candidates & ~sliding, make_bases(model, net, x, state, sliding, gates))
-    return mode, m, info, acts
+    return new_mode(model, net, x, state, sliding, gates, candidates & ~sliding), m, info, acts
 
 
 def project_onto(model, net, x, state: State, candidates) -> State:
@@ -586,7 +625,7 @@ def _event_update(model, net, x, y, z, mode: Mode):
     sliding = mode.sliding & ~leaving
     gates = jnp.where(near, 1.0 - mode.gates, jnp.where(leaving, exiting.astype(x.dtype), mode.gates))
     gates = jnp.where(sliding, 0.0, gates)
-    trial = Mode(sliding, gates, near | leaving, make_bases(model, net, x, state, sliding, gates))
+    trial = new_mode(model, net, x, state, sliding, gates, near | leaving)
     seg = segment_and_distance(model, net, x, y, state, trial)
     _, box, back = _violations(net, x, state, trial, seg, rates)
 
@@ -677,7 +716,7 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, rates, acts) -> 
         gates = jnp.where(sliding, 0.0, gates)
         released = (mode.released | onehot_box) & ~sliding
         changed = bad_box | bad_back
-        new = Mode(sliding, gates, released, make_bases(model, net, x, state, sliding, gates))
+        new = new_mode(model, net, x, state, sliding, gates, released)
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(changed, a, b), new, mode)
         return i + 1, new, flipped | to_flip, ~changed
 
