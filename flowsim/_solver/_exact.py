@@ -379,10 +379,10 @@ _COUNTS = (
 )  # fmt: skip
 
 
-def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol, *, first=None, aux=None):
-    """Regula falsi (Illinois, bisecting where one end keeps moving) on a bracket ``[lo, hi]`` of a sign change
-    of `g` (``g_lo > 0 ≥ g_hi``) until ``|g| ≤ tol`` or `iterations`. `g` returns ``(value, aux)``; the first
-    point tried is `first` if given.
+def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol, *, first=None, aux=None, bisect=False):
+    """Regula falsi (Illinois; with `bisect`, bisecting where one end keeps moving slowly) on a bracket
+    ``[lo, hi]`` of a sign change of `g` (``g_lo > 0 ≥ g_hi``) until ``|g| ≤ tol`` or `iterations`. `g`
+    returns ``(value, aux)``; the first point tried is `first` if given.
 
     **Returns:** ``(m, g(m), aux(m), hi)``: the last point tried (``hi``, with `aux`, if none) and the bracket's
     end past the sign change."""
@@ -392,25 +392,28 @@ def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol, *, first=None, aux=None):
         return (i < iterations) & (jnp.abs(g_m) > tol)
 
     def body(c):
-        i, lo, g_lo, hi, g_hi, side, repeats, *_ = c
+        i, lo, g_lo, hi, g_hi, side, slow, *_ = c
         m = jnp.clip(hi - g_hi * (hi - lo) / (g_hi - g_lo), lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))
-        # the same end moved three times in a row: bisect. Measured on the stall case just after an exit
-        # (g_lo = 6e-9 from the released offset, g_hi = -5e-4, the root a quarter of the way): Illinois alone
-        # crept from lo for all its iterations, the step was taken whole, and four crossings in it were projected
-        # onto zero at once (the state then 3e-4 off the smoothed flows for good).
-        m = jnp.where(repeats >= 3, 0.5 * (lo + hi), m)
+        # the same end moved twice in a row without halving its |g|: bisect. Measured on the stall case just
+        # after an exit (g_lo = 6e-9 from the released offset, flat; g_hi = -5e-4, the root a quarter of the way):
+        # Illinois alone crept from lo for all its iterations, the step was taken whole, and four crossings in it
+        # were projected onto zero at once (the state then 3e-4 off the smoothed flows for good).
+        if bisect:  # not from a good first guess with few iterations: a bisection there throws it away (on
+            # experiment 10's digits net at rtol 1e-5, 1.7e-3 off the tight solution by t = 0.1, against 2e-7)
+            m = jnp.where(slow, 0.5 * (lo + hi), m)
         if first is not None:
             m = jnp.where(i == 0, first, m)
         gm, aux_m = g(m)
         up = gm > 0  # the root is above m
+        new_side = jnp.where(up, 1, -1)
+        slow = (new_side == side) & (jnp.abs(gm) > 0.5 * jnp.abs(jnp.where(up, g_lo, g_hi)))
         # Illinois: halve the value kept at the end that did not move twice in a row
         g_hi = jnp.where(up & (side == 1), 0.5 * g_hi, g_hi)
         g_lo = jnp.where(~up & (side == -1), 0.5 * g_lo, g_lo)
-        new_side = jnp.where(up, 1, -1)
         return (i + 1, jnp.where(up, m, lo), jnp.where(up, gm, g_lo), jnp.where(up, hi, m), jnp.where(up, g_hi, gm),
-                new_side, jnp.where(new_side == side, repeats + 1, 1), m, gm, aux_m)  # fmt: skip
+                new_side, slow, m, gm, aux_m)  # fmt: skip
 
-    out = jax.lax.while_loop(cond, body, (0, lo, g_lo, hi, g_hi, 0, 0, hi, g_hi, aux))
+    out = jax.lax.while_loop(cond, body, (0, lo, g_lo, hi, g_hi, 0, False, hi, g_hi, aux))
     return out[-3], out[-2], out[-1], out[3]
 
 
@@ -519,7 +522,7 @@ def exact_member(
             # dense output, then by regula falsi (Illinois) on steps redone from the step's start.
             g = lambda z_: dist(z_, mode) + _AIM  # noqa: E731
             guess, *_ = _illinois(lambda th: (g(c.z + th * (lin + th * quad)), None), 0.0, c.d0 + _AIM, 1.0,
-                                  d1 + _AIM, _LOCATE_ITERATIONS, 0.5 * _AIM)  # fmt: skip
+                                  d1 + _AIM, _LOCATE_ITERATIONS, 0.5 * _AIM, bisect=True)  # fmt: skip
 
             def redone(h_):
                 out = step(h_)
