@@ -260,3 +260,35 @@ def test_two_hidden_layers_the_multipliers_give_the_segment_field():
     for a, b in zip(w.V[:-1], v.V[:-1]):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-13)
     assert float(jnp.max(jnp.abs(v.V[0]))) > 0.01 and float(jnp.max(jnp.abs(x @ v.V[0].T)[0, 1])) < 1e-13
+
+
+def test_two_hidden_layers_a_dead_samples_layer_2_has_no_events_and_does_not_move_the_field():
+    """A sample whose layer-1 units are all negative but one, sliding: its layer-2 input is zero along the
+    stratum. Those pre-activations get σ′ = ½ and no events (with rounding's sign they crossed back and forth),
+    and the segment field does not depend on their gate (only the sliding unit's margins do)."""
+    from flowsim._solver import _exact as E
+
+    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
+    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
+    V1, V2, V3 = (np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V)
+    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+    xn = np.asarray(data.x[0])
+    for i in range(5):  # z_{1,0,1} = 0, the other layer-1 units of sample 0 negative
+        V1[i] -= ((V1[i] @ xn) / (xn @ xn) + (0.0 if i == 1 else 0.5)) * xn
+    V1 /= np.linalg.norm(V1)
+    state = model.state(V=[V1, V2, V3], rho=1.3)
+    z, _, _ = E._forward(net, state, x)
+    dead = np.arange(12 * 5, 12 * 5 + 4)  # layer 2, sample 0
+    sliding = jnp.zeros(z.shape, bool).at[1].set(True)
+    mode = E.new_mode(model, net, x, state, sliding, (z > 0).astype(x.dtype), jnp.zeros(z.shape, bool))
+    np.testing.assert_array_equal(np.asarray(mode.gates)[dead], 0.5)
+    assert not np.any(np.asarray(mode.sliding)[dead])
+    np.testing.assert_array_equal(np.asarray(E._free_distance(net, x, state, mode))[dead], 1.0)
+    v = E.segment_field(model, net, x, y, state, mode)
+    margins = []
+    for g in (0.0, 1.0):
+        other = E.Mode(mode.sliding, mode.gates.at[dead].set(g), mode.released, mode.bases)
+        for a, b in zip(E.segment_field(model, net, x, y, state, other).V, v.V):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-14)
+        margins.append(float(E.sliding_margins(model, net, x, y, state, other)[0][1]))
+    assert abs(margins[0] - margins[1]) > 1e-3  # the gate reaches the sliding unit's margin

@@ -141,7 +141,7 @@ def _dead_inputs(net: Network, state: State, sliding, gates):
     **Returns:** ``(sliding, gates)``, flat."""
     gates_k, sliding_k = list(_layers(net, gates)), list(_layers(net, sliding))
     for h in range(1, len(gates_k)):
-        on = (gates_k[h - 1] == 1.0).astype(gates.dtype)
+        on = ((gates_k[h - 1] == 1.0) & ~sliding_k[h - 1]).astype(gates.dtype)
         dead = jnp.broadcast_to(~jnp.any(on > 0, axis=1, keepdims=True), gates_k[h].shape)
         revived = ~dead & (gates_k[h] == DEAD_GATE)
         side = (on @ state.V[h].T > 0).astype(gates.dtype)
