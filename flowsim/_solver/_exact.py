@@ -117,8 +117,9 @@ def make_bases(model, net: Network, x, state: State, sliding, gates) -> UnitBase
 
 
 def new_mode(model, net: Network, x, state: State, sliding, gates, released) -> Mode:
-    """A `Mode` with its projection's data, the gates of dead-input pre-activations set (`_dead_inputs`)."""
-    sliding, gates = _dead_inputs(net, state, sliding, gates)
+    """A `Mode` with its projection's data: σ′ 0 on the sliding set (``P_S`` removes what it would add), and the
+    gates of dead-input pre-activations set (`_dead_inputs`)."""
+    sliding, gates = _dead_inputs(net, state, sliding, jnp.where(sliding, 0.0, gates))
     return Mode(sliding, gates, released & ~(gates == DEAD_GATE), make_bases(model, net, x, state, sliding, gates))
 
 
@@ -329,7 +330,6 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
     sliding = candidates & held & acts & (exiting < 0)
     leave_up = jnp.where(held, exiting == 1, zdot > 0)
     gates = jnp.where(candidates, leave_up, jnp.where(dead, DEAD_GATE, z > 0)).astype(x.dtype)
-    gates = jnp.where(sliding, 0.0, gates)
     return new_mode(model, net, x, state, sliding, gates, candidates & ~sliding), m, info, acts
 
 
@@ -394,12 +394,13 @@ def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol, *, first=None, aux=None, b
     def body(c):
         i, lo, g_lo, hi, g_hi, side, slow, *_ = c
         m = jnp.clip(hi - g_hi * (hi - lo) / (g_hi - g_lo), lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))
-        # the same end moved twice in a row without halving its |g|: bisect. Measured on the stall case just
-        # after an exit (g_lo = 6e-9 from the released offset, flat; g_hi = -5e-4, the root a quarter of the way):
-        # Illinois alone crept from lo for all its iterations, the step was taken whole, and four crossings in it
-        # were projected onto zero at once (the state then 3e-4 off the smoothed flows for good).
-        if bisect:  # not from a good first guess with few iterations: a bisection there throws it away (on
-            # experiment 10's digits net at rtol 1e-5, 1.7e-3 off the tight solution by t = 0.1, against 2e-7)
+        # With `bisect`, where the same end moved twice in a row without halving its |g|: the midpoint. On the
+        # stall case just after an exit (g_lo = 6e-9 from the released offset, flat; g_hi = -5e-4, the root a
+        # quarter of the way) Illinois alone crept from lo for all its iterations, the step was taken whole and
+        # four crossings in it were projected onto zero at once (3e-4 off the smoothed flow for good). Not from a
+        # good first guess with few iterations: a bisection there throws it away (experiment 10's digits net at
+        # rtol 1e-5: 1.7e-3 off the tight solution by t = 0.1, against 2e-7).
+        if bisect:
             m = jnp.where(slow, 0.5 * (lo + hi), m)
         if first is not None:
             m = jnp.where(i == 0, first, m)
@@ -627,7 +628,6 @@ def _event_update(model, net, x, y, z, mode: Mode):
     leaving = exiting >= 0
     sliding = mode.sliding & ~leaving
     gates = jnp.where(near, 1.0 - mode.gates, jnp.where(leaving, exiting.astype(x.dtype), mode.gates))
-    gates = jnp.where(sliding, 0.0, gates)
     trial = new_mode(model, net, x, state, sliding, gates, near | leaving)
     seg = segment_and_distance(model, net, x, y, state, trial)
     _, box, back = _violations(net, x, state, trial, seg, rates)
@@ -716,7 +716,6 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, rates, acts) -> 
         sliding = (mode.sliding & ~onehot_box) | to_slide
         gates = jnp.where(onehot_box, up_side.astype(x.dtype), mode.gates)
         gates = jnp.where(to_flip, 1.0 - gates, gates)
-        gates = jnp.where(sliding, 0.0, gates)
         released = (mode.released | onehot_box) & ~sliding
         changed = bad_box | bad_back
         new = new_mode(model, net, x, state, sliding, gates, released)
