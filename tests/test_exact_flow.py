@@ -66,6 +66,28 @@ def test_unresolved_events_are_counted_and_warned_about(monkeypatch):
     assert tr.stats.unresolved >= 1 and tr.stats.entries >= 1
 
 
+def test_events_that_cycle_in_place_stop_the_run_with_the_partial_result(monkeypatch):
+    # A cycle of events in place (one mode entered, released, entered again, each after a step of ~1e-9) must stop
+    # with a status and the trajectory so far, not spin to the step limit. Made to trigger at the first event here.
+    from flowsim._solver import _exact, _solve
+
+    monkeypatch.setattr(_exact, "_CHATTER_EVENTS", 1)
+    monkeypatch.setattr(_exact, "_CHATTER_STEP", 1e9)
+    _solve.compiled_member.cache_clear()
+    try:
+        with pytest.raises(fs.SolveError, match="events cycled at t = ") as caught:
+            fs.simulate(*problem(), t1=T1, ts=TS, smoothing=0, rtol=1e-5)
+    finally:
+        _solve.compiled_member.cache_clear()
+    partial = caught.value.partial
+    st = partial.stats
+    assert st.status == "chattering" and 0 < st.t_final < T1
+    assert st.crossings + st.entries + st.exits >= 1
+    # the saves before the stop, then the state it stopped at
+    np.testing.assert_array_equal(np.asarray(partial.ts), [*TS[TS < st.t_final], st.t_final])
+    assert np.all(np.isfinite(np.asarray(partial.rho)))
+
+
 def digits_start(i):
     """Experiment 10's digits net (16-6-1, 100 points), `normalized` with λ = 1e-2, and its start `i` (of 16)."""
     from flowsim._experiments._common import problem as experiment_problem

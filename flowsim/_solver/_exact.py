@@ -354,7 +354,13 @@ _LOCATE_ITERATIONS = 30  # regula falsi (Illinois) on the step's dense output, t
 _REDO_ITERATIONS = 8  # then on steps redone from the step's start: the event state at the step's own accuracy
 _AIM = 0.5 * EVENT_TOL  # the located event lies in [−EVENT_TOL, 0]: aim at its middle
 
-RUNNING, REACHED, STEADY_STOP, MAX_STEPS_STOP, NONFINITE_STOP, MAX_EVENTS_STOP = range(6)
+RUNNING, REACHED, STEADY_STOP, MAX_STEPS_STOP, NONFINITE_STOP, MAX_EVENTS_STOP, CHATTER_STOP = range(7)
+# Events in a row, each after a step below 1e-8 (1 + |t|), that count as a cycle (`CHATTER_STOP`). Measured on
+# the stall case at t = 0.942: one layer-2 unit's pre-activations of four samples entered after steps of 9e-10,
+# were released in place, and came back, until the event cap (the mode's margins and the exact velocity
+# disagree there). A burst of genuine events is grouped: everything within EVENT_TOL of zero is one event.
+_CHATTER_EVENTS = 200
+_CHATTER_STEP = 1e-8
 
 
 class _Loop(eqx.Module):
@@ -372,6 +378,7 @@ class _Loop(eqx.Module):
     sliding_time: Array
     status: Array
     stuck: Array  # this iteration was an event in place (see `body`)
+    chatter: Array  # events in a row after steps below _CHATTER_STEP
 
 
 _COUNTS = (
@@ -484,7 +491,7 @@ def exact_member(
     init = _Loop(
         jnp.asarray(0.0, dtype), z, h0, mode, f0, d0, inv, h0, jnp.asarray(0),
         jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), counts,
-        jnp.asarray(0.0, dtype), jnp.asarray(RUNNING), jnp.asarray(False),
+        jnp.asarray(0.0, dtype), jnp.asarray(RUNNING), jnp.asarray(False), jnp.asarray(0),
     )  # fmt: skip
 
     def cond(c):
@@ -574,14 +581,16 @@ def exact_member(
         # unresolved: a mode the loops did not settle, or an event in place that still left the segment below zero
         counts = counts.at[8].add((ok & (~resolved | (stuck & (d_new + _AIM <= 0)))).astype(jnp.int32))
         sliding_time = c.sliding_time + jnp.where(ok & jnp.any(mode.sliding), h_acc, 0.0)
+        tiny = event & (h_acc <= _CHATTER_STEP * (1.0 + jnp.abs(c.t)))
+        chatter = jnp.where(ok, jnp.where(tiny, c.chatter + 1, 0), c.chatter)
 
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         t_out, z_out = keep(t_new, c.t), keep(z_new, c.z)
         steady = steady_tol is not None and jnp.linalg.norm(f_new) <= steady_tol * (1 + jnp.linalg.norm(z_new))
         status = jnp.select(
             [~jnp.all(jnp.isfinite(z_out)), ok & (t_new >= t1), ok & steady,
-             counts[0] + counts[1] >= max_steps, counts[6] >= max_events],
-            [NONFINITE_STOP, REACHED, STEADY_STOP, MAX_STEPS_STOP, MAX_EVENTS_STOP],
+             counts[0] + counts[1] >= max_steps, counts[6] >= max_events, chatter >= _CHATTER_EVENTS],
+            [NONFINITE_STOP, REACHED, STEADY_STOP, MAX_STEPS_STOP, MAX_EVENTS_STOP, CHATTER_STOP],
             RUNNING,
         )  # fmt: skip
         return _Loop(
@@ -589,7 +598,7 @@ def exact_member(
             keep(f_new, c.f0), keep(d_new, c.d0), inv, h_lu,
             # a new sliding set needs a new Jacobian: the stages stay on the stratum only with P_S in it
             jnp.where(restratified & ok, _MAX_JACOBIAN_AGE, jnp.where(need, 1, c.jac_age + ok)),
-            saves, counts, sliding_time, status, stuck,
+            saves, counts, sliding_time, status, stuck, chatter,
         )  # fmt: skip
 
     def ros_state(f0, inv, h_lu):

@@ -57,10 +57,10 @@ class SweepResult:
     ``state_index`` (which initial State), ``lam`` (λ of the member) and, when given, ``scale`` and ``seed``.
     Variables: ``rho``, ``rho_k``, ``V_1 .. V_L``, ``margins``, ``loss``, ``rho_eq``, and per member
     ``status`` (0 reached t1, 1 stopped at a steady state, 2 step limit reached, 3 non-finite values,
-    4 other failure, -1 not computed yet), ``t_final``, ``steps``, ``rejected_steps``, ``jacobians``,
-    ``final_speed``, ``switches``, ``pinned``, ``sliding_time``, ``norm_drift``, ``balance_drift`` and
-    ``wall_time`` (see [`flowsim.RunStats`][flowsim.RunStats]). Rows after a steady-state stop hold the stopped state;
-    rows after a failure are NaN. The run settings are in ``ds.attrs``.
+    4 other failure, 5 the exact flow's events cycled in place, -1 not computed yet), ``t_final``, ``steps``,
+    ``rejected_steps``, ``jacobians``, ``final_speed``, ``switches``, ``pinned``, ``sliding_time``, ``norm_drift``,
+    ``balance_drift`` and ``wall_time`` (see [`flowsim.RunStats`][flowsim.RunStats]). Rows after a steady-state
+    stop hold the stopped state; rows after a failure are NaN. The run settings are in ``ds.attrs``.
     """
 
     def __init__(self, ds):

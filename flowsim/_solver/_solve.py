@@ -18,13 +18,21 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from .._model import Model, Network
-from ._exact import MAX_STEPS_STOP, NONFINITE_STOP, REACHED, STEADY_STOP, exact_member
+from ._exact import (
+    CHATTER_STOP,
+    MAX_EVENTS_STOP,
+    MAX_STEPS_STOP,
+    NONFINITE_STOP,
+    REACHED,
+    STEADY_STOP,
+    exact_member,
+)
 from ._flat import flat_field, kink_statistics, unraveler
 from ._observables import observe_one
 from ._options import EXPLICIT
 from ._projection import balance_law, project_states
 from ._rosenbrock import RosenbrockW
-from ._stats import FAILED, MAX_STEPS, NONFINITE, OK, STEADY
+from ._stats import CHATTERING, FAILED, MAX_STEPS, NONFINITE, OK, STEADY
 
 
 class Settings(NamedTuple):
@@ -225,8 +233,12 @@ def _integrate_exact(s: Settings, model, x, y, z0, ts, t1, meter) -> dict:
         max_events=s.max_steps, steady_tol=s.steady_tol if s.steady_state else None,
     )  # fmt: skip
     status = jnp.select(
-        [r["status"] == code for code in (REACHED, STEADY_STOP, MAX_STEPS_STOP, NONFINITE_STOP)],
-        [OK, STEADY, MAX_STEPS, NONFINITE],
+        # the event cap is max_steps: reaching it is the step limit
+        [
+            r["status"] == code
+            for code in (REACHED, STEADY_STOP, MAX_STEPS_STOP, MAX_EVENTS_STOP, NONFINITE_STOP, CHATTER_STOP)
+        ],
+        [OK, STEADY, MAX_STEPS, MAX_STEPS, NONFINITE, CHATTERING],
         FAILED,
     )
     return {

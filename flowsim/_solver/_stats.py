@@ -18,7 +18,8 @@ class RunStats(Mapping):
     - `method`: ``"rosenbrock"`` (flowsim's compiled stiff solver, the default), ``"tsit5"``, ``"dopri5"``,
       ``"dopri8"``, ``"kvaerno5"`` (diffrax), or ``"gd"``, ``"sgd"``, ``"gd+batchnorm"``, ``"sgd+batchnorm"``.
     - `status`: ``"ok"`` (reached `t_final` = t1), ``"steady_state"`` (stopped at a steady state),
-      ``"max_steps"``, ``"nonfinite"`` (a non-finite field or state), ``"diverged"`` (GD/SGD), or ``"failed"``.
+      ``"max_steps"``, ``"nonfinite"`` (a non-finite field or state), ``"diverged"`` (GD/SGD), ``"chattering"``
+      (the exact flow's events cycled in place: see `failure`), or ``"failed"``.
     - `failure`: a sentence saying what went wrong and what to try, or ``None``.
     - `steps`: accepted solver steps, or GD/SGD steps taken.
     - `t_final`: the time reached (flow time; ``lr · steps`` for GD/SGD).
@@ -115,16 +116,17 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(RunStats))
 
 
 # Status codes of a solve (stored in sweep files; RunStats.status holds the names).
-OK, STEADY, MAX_STEPS, NONFINITE, FAILED, NOT_RUN = 0, 1, 2, 3, 4, -1
+OK, STEADY, MAX_STEPS, NONFINITE, FAILED, CHATTERING, NOT_RUN = 0, 1, 2, 3, 4, 5, -1
 STATUS_NAMES = {
     OK: "ok",
     STEADY: "steady_state",
     MAX_STEPS: "max_steps",
     NONFINITE: "nonfinite",
     FAILED: "failed",
+    CHATTERING: "chattering",
     NOT_RUN: "not_run",
 }
-FAILURES = (MAX_STEPS, NONFINITE, FAILED)
+FAILURES = (MAX_STEPS, NONFINITE, FAILED, CHATTERING)
 
 
 def failure_message(status: int, t_final: float, t1: float, max_steps: int, method: str = "rosenbrock") -> str | None:
@@ -138,6 +140,12 @@ def failure_message(status: int, t_final: float, t1: float, max_steps: int, meth
         )
     if status == NONFINITE:
         return f"non-finite vector field after t = {t_final:.6g}; reduce the initial scale or the tolerances"
+    if status == CHATTERING:
+        return (
+            f"the exact flow's events cycled at t = {t_final:.6g}: event after event, each a step below 1e-8 of t "
+            "after the last, chose modes that undo each other (the mode chosen there is not consistent with the "
+            "exact velocity). Use smoothing=eps > 0 for this run, and please report it"
+        )
     if status == FAILED:
         return f"the solver stopped at t = {t_final:.6g} of t1 = {t1:g} (a diffrax failure)"
     return None
