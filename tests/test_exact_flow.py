@@ -7,7 +7,9 @@ smoothed flows at shrinking ε, which converge to it linearly in ε; and the lay
 
 import functools
 import warnings
+from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -275,7 +277,8 @@ def test_two_hidden_layers_the_multipliers_give_the_segment_field():
     z, _, _ = E._forward(net, state, x)
     sliding = jnp.zeros(z.shape, bool).at[jnp.asarray([1, 12 * 5 + 1])].set(True)
     gates = jnp.where(sliding, 0.0, (z > 0).astype(x.dtype))
-    mode = E.Mode(sliding, gates, jnp.zeros(z.shape, bool), E.make_bases(model, net, x, state, sliding, gates))
+    none = jnp.zeros(z.shape, bool)
+    mode = E.Mode(sliding, gates, none, none, jnp.zeros(z.shape), E.make_bases(model, net, x, state, sliding, gates))
     v = E.segment_field(model, net, x, y, state, mode)
     alpha = E.multipliers(model, net, x, y, state, mode)
     w = E.one_sided_field(model, net, x, y, state, E._layers(net, alpha))
@@ -304,13 +307,45 @@ def test_two_hidden_layers_a_dead_samples_layer_2_has_no_events_and_does_not_mov
     sliding = jnp.zeros(z.shape, bool).at[1].set(True)
     mode = E.new_mode(model, net, x, state, sliding, (z > 0).astype(x.dtype), jnp.zeros(z.shape, bool))
     np.testing.assert_array_equal(np.asarray(mode.gates)[dead], 0.5)
+    assert np.all(np.asarray(mode.dead)[dead])
     assert not np.any(np.asarray(mode.sliding)[dead])
     np.testing.assert_array_equal(np.asarray(E._free_distance(net, x, state, mode))[dead], 1.0)
     v = E.segment_field(model, net, x, y, state, mode)
     margins = []
     for g in (0.0, 1.0):
-        other = E.Mode(mode.sliding, mode.gates.at[dead].set(g), mode.released, mode.bases)
+        other = eqx.tree_at(lambda m: m.gates, mode, mode.gates.at[dead].set(g))
         for a, b in zip(E.segment_field(model, net, x, y, state, other).V, v.V):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-14)
         margins.append(float(E.sliding_margins(model, net, x, y, state, other)[0][1]))
     assert abs(margins[0] - margins[1]) > 1e-3  # the gate reaches the sliding unit's margin
+
+
+def test_two_hidden_layers_the_mode_at_a_degenerate_event_matches_the_exact_velocity():
+    """A state of the stall case (5-16-16-1, `normalized`, λ = 1e-2) where the deep exact flow once cycled: 54
+    pre-activations at zero, among them one layer-2 unit with output weight 1e-4 pinned for four samples of
+    collapsed features (its constraint rows at 1e-4 of the largest singular value), and a sample dead in layer 2.
+    The mode chosen there must be consistent, its segment field must be the exact velocity (the least-norm
+    element of the Filippov set: a bounded least squares, another code path), and its multipliers in [0, 1]."""
+    from flowsim._model._filippov import exact_field
+    from flowsim._solver import _exact as E
+
+    saved = np.load(Path(__file__).parent / "data" / "stall_t0942.npz")
+    data = fs.datasets.gaussian_clusters(n=40, dim=5, seed=0)
+    net, model = fs.Network((5, 16, 16, 1)), fs.load_model("normalized", lam=1e-2)
+    state = model.state(V=[saved["V1"], saved["V2"], saved["V3"]], rho=float(saved["rho"]))
+    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+
+    def choose(state):
+        z, scales, rates = E._forward(net, state, x)
+        candidates = jnp.abs(z) <= 1e-7 * scales
+        mode, _, _, acts = E.select_mode(model, net, x, y, state, candidates, jnp.full(z.shape, -1))
+        mode, done = E.make_consistent(model, net, x, y, state, mode, rates, acts)
+        return candidates, mode, done, E.segment_field(model, net, x, y, state, mode)
+
+    candidates, mode, done, v = jax.jit(choose)(state)
+    assert int(jnp.sum(candidates)) == 54 and bool(done) and int(jnp.sum(mode.sliding)) >= 20
+    m = exact_field(model, net, x, y, state, pinned_mask=E._layers(net, candidates | mode.dead))
+    gap = np.linalg.norm(ravel_pytree(v)[0] - ravel_pytree(m)[0]) / np.linalg.norm(ravel_pytree(m)[0])
+    assert gap < 1e-5  # measured 3e-7; with the capped Gauss-Newton and σ′ = ½ on the dead sample, 1.3
+    alpha = np.asarray(E.multipliers(model, net, x, y, state, mode))[np.asarray(mode.sliding)]
+    assert np.all((alpha > -1e-6) & (alpha < 1 + 1e-6))

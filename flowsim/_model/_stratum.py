@@ -305,11 +305,20 @@ def curved_basis(
     return CurvedBasis(sliding, gates, _gathered(sliding, basis))
 
 
-def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residual=None):
+# Coefficients ``λ`` along directions of ``Ĵ_S`` with singular values below this (relative) are not taken from
+# the field but from a reference (`_combined`). Measured on the stall case at t = 0.942: one layer-2 unit whose
+# output weight had fallen to 1e-4, pinned for four samples of collapsed features, had rows at 9e-5 and 2.5e-4
+# of the largest singular value (the next at 8e-2). Least-norm coefficients there are 1e-5 of the field over
+# 1e-4: multipliers of -3,900 and 1.7e6 where the exact velocity holds the four with α in (0, 1).
+MULTIPLIER_RANK = 1e-3
+
+
+def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residual=None, lam_ref=None):
     """With ``B = Uᵀ Ĵ_S`` at `state` (the rows U drops are exact zeros; the others have U's rank):
 
-    - for `yhat`: ``ŷ`` without its part in B's row space, and the least-norm ``λ`` (flat, P) with that part
-      ``= Ĵ_Sᵀ λ``;
+    - for `yhat`: ``ŷ`` without its part in B's row space, and coefficients ``λ`` (flat, P) with that part
+      ``= Ĵ_Sᵀ λ``: least-norm on the singular directions above `MULTIPLIER_RANK`, and below it (and in the
+      null space of ``Ĵ_Sᵀ``) the component of `lam_ref` (zero if not given);
     - for `residual` (the sliding pre-activations' values, flat): the least-norm step ``d`` with
       ``B d = −Uᵀ residual`` (Gauss–Newton on the combinations).
 
@@ -325,7 +334,13 @@ def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residu
         out = []
         if yhat is not None:
             coef = Vbt @ yhat
-            out += [yhat - Vbt.T @ coef, jnp.zeros(P, Jh.dtype).at[idx].set(U @ (Ub @ (inv * coef)))]
+            firm = sb > MULTIPLIER_RANK * jnp.maximum(sb[0], jnp.finfo(sb.dtype).tiny)
+            L = U @ jnp.where(firm[None, :], Ub, 0.0)  # Ĵ_S's left singular vectors with firm singular values
+            lam = L @ jnp.where(firm, inv * coef, 0.0)
+            if lam_ref is not None:
+                ref = jnp.where(basis.sliding[idx], lam_ref[idx], 0.0)
+                lam = lam + ref - L @ (L.T @ ref)
+            out += [yhat - Vbt.T @ coef, jnp.zeros(P, Jh.dtype).at[idx].set(lam)]
             out.append(jnp.zeros(P, Jh.dtype).at[idx].set(jnp.sum(Jh * Jh, axis=1)))
         if residual is not None:
             out.append(-(Vbt.T @ (inv * (Ub.T @ (U.T @ residual[idx])))))
@@ -334,15 +349,16 @@ def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residu
     return _gathered(basis.sliding, solve)
 
 
-def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, velocity: State):
+def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, velocity: State, lam_ref=None):
     """``P_S`` on the hidden directions of `velocity` (the constraints of `basis`, linearized at `state`), and
-    the least-norm coefficients ``λ`` of the part removed on the constraints' rows, ``ŷ − P_S ŷ = Ĵ_Sᵀ λ``.
+    the coefficients ``λ`` of the part removed on the constraints' rows, ``ŷ − P_S ŷ = Ĵ_Sᵀ λ`` (least-norm
+    where they are well determined, else `lam_ref`'s: see `_combined`).
 
     **Returns:** ``(projected, λ, ‖Ĵ_j‖², ‖ŷ‖)``: a State with the hidden directions projected, and per flat
     pre-activation its coefficient and its row's squared norm (both zero off the sliding set)."""
     col = _col(model, net, state)
     yhat = _flat_hidden(velocity) / col
-    projected, lam, row_sq = _combined(model, net, x, state, basis, yhat=yhat)
+    projected, lam, row_sq = _combined(model, net, x, state, basis, yhat=yhat, lam_ref=lam_ref)
     hidden = _unflat_hidden(projected * col, velocity)
     return State(hidden + (velocity.V[-1],), velocity.rho, velocity.rho_k), lam, row_sq, jnp.linalg.norm(yhat)
 
