@@ -318,6 +318,36 @@ def test_two_hidden_layers_a_dead_samples_layer_2_has_no_events_and_does_not_mov
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-14)
         margins.append(float(E.sliding_margins(model, net, x, y, state, other)[0][1]))
     assert abs(margins[0] - margins[1]) > 1e-3  # the gate reaches the sliding unit's margin
+    # a mode made from this one keeps the dead pre-activations' gates (the exact velocity's α, in select_mode)
+    kept = E.new_mode(model, net, x, state, mode.sliding, mode.gates.at[dead].set(0.8), mode.released, mode.dead)
+    np.testing.assert_array_equal(np.asarray(kept.gates)[dead], 0.8)
+
+
+def test_two_hidden_layers_a_decayed_unit_is_dead():
+    """A layer-2 unit whose incoming and outgoing weights have decayed to 1e-8 of their layers': its
+    pre-activations are within 1e-8 of zero for the layer's tolerance and its gate reaches nothing else. It is
+    dead: no events, never sliding, and its gate moves the segment field by the size of those weights only."""
+    from flowsim._solver import _exact as E
+
+    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
+    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
+    V1, V2, V3 = (np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V)
+    V2[2] *= 1e-8 / np.linalg.norm(V2[2])
+    V3[:, 2] = 1e-8
+    state = model.state(V=[V1, V2 / np.linalg.norm(V2), V3 / np.linalg.norm(V3)], rho=1.3)
+    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+    z, _, _ = E._forward(net, state, x)
+    unit = 12 * 5 + np.arange(12) * 4 + 2  # layer 2, unit 2, every sample
+    sliding = jnp.zeros(z.shape, bool).at[unit].set(True)
+    mode = E.new_mode(model, net, x, state, sliding, (z > 0).astype(x.dtype), jnp.zeros(z.shape, bool))
+    assert np.all(np.asarray(mode.dead)[unit]) and np.sum(mode.dead) == len(unit)
+    assert not np.any(np.asarray(mode.sliding)) and np.all(np.asarray(mode.gates)[unit] == 0.5)
+    np.testing.assert_array_equal(np.asarray(E._free_distance(net, x, state, mode))[unit], 1.0)
+    v = ravel_pytree(E.segment_field(model, net, x, y, state, mode))[0]
+    for g in (0.0, 1.0):
+        other = eqx.tree_at(lambda m: m.gates, mode, mode.gates.at[unit].set(g))
+        w = ravel_pytree(E.segment_field(model, net, x, y, state, other))[0]
+        assert float(jnp.max(jnp.abs(w - v))) < 1e-7 * float(jnp.max(jnp.abs(v)))  # measured 2e-8 of 4.4
 
 
 def test_two_hidden_layers_the_mode_at_a_degenerate_event_matches_the_exact_velocity():

@@ -65,7 +65,7 @@ class Mode(eqx.Module):
     sliding: Bool[Array, " P"]
     gates: Float[Array, " P"]  # σ′ off the sliding set (0 on it: P_S removes what it would add)
     released: Bool[Array, " P"]  # left the stratum at the segment's start, to the side of its gate
-    dead: Bool[Array, " P"]  # input zero on the stratum (`_dead_inputs`): no side, no events
+    dead: Bool[Array, " P"]  # input zero on the stratum, or a dead unit (`_dead`): no side, no events
     lam_ref: Float[Array, " P"]  # the sliding set's multipliers' numerators α u at the mode's choice (`_combined`)
     bases: UnitBases | CurvedBasis
 
@@ -120,11 +120,10 @@ def make_bases(model, net: Network, x, state: State, sliding, gates) -> UnitBase
 
 def new_mode(model, net: Network, x, state: State, sliding, gates, released, dead=None, lam_ref=None) -> Mode:
     """A `Mode` with its projection's data: σ′ 0 on the sliding set (``P_S`` removes what it would add), the
-    dead-input pre-activations found and their gates set (`_dead_inputs`; `dead`: those that were dead, whose
-    gates are kept), and `lam_ref` (the multipliers' reference, kept on the sliding set)."""
-    zeros = jnp.zeros(sliding.shape, bool)
-    sliding, gates, dead = _dead_inputs(net, state, sliding, jnp.where(sliding, 0.0, gates),
-                                        zeros if dead is None else dead)  # fmt: skip
+    dead pre-activations found and their gates set (`_dead`; `dead`: those that were dead, whose gates are
+    kept), and `lam_ref` (the multipliers' reference, kept on the sliding set)."""
+    was = jnp.zeros(sliding.shape, bool) if dead is None else dead
+    sliding, gates, dead = _dead(net, x, state, sliding, jnp.where(sliding, 0.0, gates), was)
     lam_ref = jnp.where(sliding, 0.0 if lam_ref is None else lam_ref, 0.0).astype(gates.dtype)
     bases = make_bases(model, net, x, state, sliding, gates)
     return Mode(sliding, gates, released & ~dead, dead, lam_ref, bases)
@@ -132,33 +131,56 @@ def new_mode(model, net: Network, x, state: State, sliding, gates, released, dea
 
 # σ′ of a pre-activation whose input is zero on the stratum: the smoothing's own at z = 0, ½(1 + tanh 0)
 DEAD_GATE = 0.5
+# A hidden unit whose incoming row and outgoing weights are both below this, relative to their layers' norms,
+# is dead (`_dead`). Weight decay drives units there: on the stall case three layer-2 units fall from 2e-4 at
+# t = 1 to 6e-7 at t = 1.65, both ways (their rates ~8).
+DEAD_UNIT = 1e-6
 
 
-def _dead_inputs(net: Network, state: State, sliding, gates, was_dead):
-    """Pre-activations above the first hidden layer (none with one) whose sample has every unit of the layer
-    below off (σ′ < 1: gated 0, sliding, or dead itself): their input is zero along the stratum, so they are
-    zero too, whatever their gate, and never cross. ``P_S F_g`` does not depend on their gate (the sample
-    reaches the parameters only through the sliding units' constraint rows), but the signal ``u`` of the
-    sliding units below does, so their margins. Those in `was_dead` keep the gate given (`select_mode` gives
-    the exact velocity's α: measured on the stall case at t = 0.942, with ½ one sample's five sliding layer-1
-    units had multipliers 1.24 where the exact velocity holds them at 0.79, its layer-2 α being 0.50 to 0.85);
-    newly dead ones get `DEAD_GATE`. Measured on the stall case at t = 0.537, one
-    sample with four layer-1 units sliding and the rest negative: the smoothed flow (ε = 1e-8) holds its
-    layer-2 pre-activations at ~1e-10, σ′ = 0.50 ± 0.02; rounding's sign made them cross back and forth 60
-    times in 0.005 (the state then 1.2e-4 off the smoothed flow; with this rule 4e-6, as before the sample died).
+def _dead(net: Network, x, state: State, sliding, gates, was_dead):
+    """The dead pre-activations (two or more hidden layers), which are never sliding and have no events:
 
-    A dead pre-activation whose input comes back (a unit below turned on) takes the side of that unit's weight.
+    - **dead inputs**: above the first hidden layer, those whose sample has every unit of the layer below off
+      (σ′ < 1: gated 0, sliding, or dead itself). Their input is zero along the stratum, so they are zero too,
+      whatever their gate. ``P_S F_g`` does not depend on their gate (the sample reaches the parameters only
+      through the sliding units' constraint rows), but the signal ``u`` of the sliding units below does, so
+      their margins. Measured on the stall case at t = 0.537, one sample with four layer-1 units sliding and
+      the rest negative: the smoothed flow (ε = 1e-8) holds its layer-2 pre-activations at ~1e-10, σ′ = 0.50 ±
+      0.02; rounding's sign made them cross back and forth 60 times in 0.005 (the state then 1.2e-4 off the
+      smoothed flow; with this rule 4e-6).
+    - **dead units** (`DEAD_UNIT`): every pre-activation of the unit is within ~1e-6 of zero for the layer's
+      tolerances, and its gate reaches nothing but its own weights, through weights of 1e-6. Measured on the
+      stall case at t = 1.648: three such units, 117 candidates at an event, their margins at rounding's size
+      with rounding's sign; the consistency pass, chasing them, left the exact velocity by more than its norm
+      and the events cycled in place.
+
+    Those in `was_dead` keep the gate given (`select_mode` gives the exact velocity's α: measured on the stall
+    case at t = 0.942, with ½ one sample's five sliding layer-1 units had multipliers 1.24 where the exact
+    velocity holds them at 0.79, its layer-2 α being 0.50 to 0.85); newly dead ones get `DEAD_GATE`. One whose
+    input comes back (a unit below turned on) takes the side of that unit's weight; a unit that grows back,
+    its own side.
 
     **Returns:** ``(sliding, gates, dead)``, flat."""
+    if _linear(net):
+        return sliding, gates, jnp.zeros(sliding.shape, bool)
     gates_k, sliding_k, was_k = list(_layers(net, gates)), list(_layers(net, sliding)), _layers(net, was_dead)
-    dead_k = [jnp.zeros(g.shape, bool) for g in gates_k]
-    for h in range(1, len(gates_k)):
-        on = ((gates_k[h - 1] == 1.0) & ~sliding_k[h - 1] & ~dead_k[h - 1]).astype(gates.dtype)
-        dead_k[h] = jnp.broadcast_to(~jnp.any(on > 0, axis=1, keepdims=True), gates_k[h].shape)
-        side = (on @ state.V[h].T > 0).astype(gates.dtype)
-        new = jnp.where(was_k[h], gates_k[h], DEAD_GATE)
-        gates_k[h] = jnp.where(dead_k[h], new, jnp.where(was_k[h], side, gates_k[h]))
-        sliding_k[h] = sliding_k[h] & ~dead_k[h]
+    zs, inputs, _ = _forward_parts(net, state.V, x)
+    dead_k = []
+    for h, (V, W) in enumerate(zip(state.V[:-1], state.V[1:])):
+        tiny = (jnp.linalg.norm(V, axis=1) < DEAD_UNIT * jnp.linalg.norm(V)) & (
+            jnp.linalg.norm(W, axis=0) < DEAD_UNIT * jnp.linalg.norm(W)
+        )
+        dead = jnp.broadcast_to(tiny[None, :], gates_k[h].shape)
+        side = zs[h] > 0
+        if h > 0:
+            on = ((gates_k[h - 1] == 1.0) & ~sliding_k[h - 1] & ~dead_k[h - 1]).astype(gates.dtype)
+            dead = dead | ~jnp.any(on > 0, axis=1, keepdims=True)
+            norms = jnp.linalg.norm(inputs[h], axis=1, keepdims=True)
+            side = jnp.where(norms > 1e-12 * jnp.max(norms), side, on @ V.T > 0)  # no input yet: its weights'
+        kept = jnp.where(was_k[h], gates_k[h], DEAD_GATE)
+        gates_k[h] = jnp.where(dead, kept, jnp.where(was_k[h], side.astype(gates.dtype), gates_k[h]))
+        sliding_k[h] = sliding_k[h] & ~dead
+        dead_k.append(dead)
     return _flat(sliding_k), _flat(gates_k), _flat(dead_k)
 
 
@@ -329,8 +351,8 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
     # (11 iterations, gap 1e-6) 32, and 6e-5 off.
     kw = dict(slots=(16, 128)) if _linear(net) else dict(slots=(16, 128, 512))
     z, _, rates = _forward(net, state, x)
-    # the pre-activations whose input is zero here (`_dead_inputs`) are at zero too: pinned, then σ′ = their α
-    dead = _dead_inputs(net, state, candidates, jnp.where(candidates, 0.0, z > 0), jnp.zeros(z.shape, bool))[2]
+    # the dead pre-activations (`_dead`) are at zero too, or have no effect: pinned, then σ′ = their α
+    dead = _dead(net, x, state, candidates, jnp.where(candidates, 0.0, z > 0), jnp.zeros(z.shape, bool))[2]
     pinned = _layers(net, candidates | dead)
     m, info = exact_field(model, net, x, y, state, pinned_mask=pinned, return_info=True, **kw)
     alpha = _flat(info.alpha)
