@@ -379,3 +379,38 @@ def test_two_hidden_layers_the_mode_at_a_degenerate_event_matches_the_exact_velo
     assert gap < 1e-5  # measured 3e-7; with the capped Gauss-Newton and σ′ = ½ on the dead sample, 1.3
     alpha = np.asarray(E.multipliers(model, net, x, y, state, mode))[np.asarray(mode.sliding)]
     assert np.all((alpha > -1e-6) & (alpha < 1 + 1e-6))
+
+
+def test_two_hidden_layers_a_dead_samples_unit_at_zero_attracts_as_its_revived_field_says():
+    """A dead sample (every layer-1 unit negative but one, at zero) whose unit at zero has weights of both signs
+    into layer 2. Turned on, it revives the sample with the layer-2 signs of its own weights: whether the surface
+    attracts is the sign of the jump of ż between its one-sided fields, that σ′ = 1 field taken with those
+    layer-2 gates (the field itself, another code path). Built so that σ′ = ½ above gives the other sign."""
+    from flowsim._solver import _exact as E
+
+    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
+    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
+    V1, V2, V3 = (np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V)
+    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+    xn = np.asarray(data.x[0])
+    for i in range(5):  # z_{1,0,1} = 0, the other layer-1 units of sample 0 negative
+        V1[i] -= ((V1[i] @ xn) / (xn @ xn) + (0.0 if i == 1 else 0.5)) * xn
+    V2[:, 1] = [0.5, -3.0, 0.1, 0.1]
+    V3[:] = 1.0
+    state = model.state(V=[V1 / np.linalg.norm(V1), V2 / np.linalg.norm(V2), V3 / np.linalg.norm(V3)], rho=1.3)
+    z, _, _ = E._forward(net, state, x)
+    dead = 12 * 5 + np.arange(4)  # layer 2, sample 0
+    gates = jnp.where(jnp.arange(z.size) == 1, 0.0, (z > 0).astype(x.dtype))
+    mode = E.new_mode(model, net, x, state, jnp.zeros(z.shape, bool), gates, jnp.zeros(z.shape, bool))
+    assert np.all(np.asarray(mode.dead)[dead])
+
+    def zdot1(g):
+        v = E.one_sided_field(model, net, x, y, state, E._layers(net, g))
+        return float(E._zdot(net, state, x, v, g)[1])
+
+    off = zdot1(mode.gates)
+    on = zdot1(mode.gates.at[1].set(1.0).at[dead].set((np.asarray(V2[:, 1]) > 0).astype(float)))
+    half = zdot1(mode.gates.at[1].set(1.0).at[dead].set(0.5))
+    assert (off - on > 0) != (off - half > 0)  # the two readings disagree here
+    acts = E.attracting(model, net, x, y, state, mode.gates, mode.dead)
+    assert bool(acts[1]) == (off - on > 0)

@@ -215,7 +215,7 @@ def _curved(model, net, x, y, state: State, mode: Mode, base: State):
     """On a curved stratum, from ``F_g`` (`base`): ``P_S F_g``, the coefficients ``λ`` of its removed part on
     the constraint rows, those rows' squared norms, ``‖ŷ‖``, and the signals ``u`` (`_signals`)."""
     v, lam, row_sq, speed = curved_projection(model, net, x, state, mode.bases, base, mode.lam_ref)
-    return v, lam, row_sq, speed, _signals(model, net, x, y, state, mode.gates, mode.sliding, lam)
+    return v, lam, row_sq, speed, _signals(model, net, x, y, state, mode.gates, mode.sliding, lam, mode.dead)
 
 
 def multipliers(model, net, x, y, state: State, mode: Mode) -> Float[Array, " P"]:
@@ -263,8 +263,15 @@ def _gate_effect(model, net, x, y, state: State) -> Float[Array, "N d1"]:
     return p.c[0] ** 2 * p.w[:, None] * state.V[1][0][None, :]
 
 
-def _signals(model, net, x, y, state: State, gates, sliding=None, lam=None) -> Float[Array, " P"]:
+def _signals(model, net, x, y, state: State, gates, sliding=None, lam=None, dead=None) -> Float[Array, " P"]:
     """``u``: the signal backpropagated to each hidden unit's output (before its gate), σ′ = `gates` above.
+
+    Where `dead` is given, a unit whose sample is dead in the layer above (all its pre-activations there
+    dead: `_dead`) gets the signal it would pass with σ′ = 1, the side it would revive to: the sample's
+    pre-activations above then take the signs of this unit's weights, ``u_j = Σ_i max(V_{ij}, 0) u_i``. Its
+    gate's effect is not what the dead gates say (measured on the stall case at t = 1.538: a layer-1
+    pre-activation of a dead sample reached zero and slid on the dead gates' signal, where the smoothed flow
+    crossed and revived the sample; 2.4e-3 off by t = 1.55).
 
     Where `sliding` and the multipliers' numerators `lam` (``λ_j = α_j u_j``, `sliding_margins`) are given, a
     sliding unit passes ``α_j u_j = λ_j`` down instead: its Filippov multiplier, not the mode's 0. Layer by
@@ -280,10 +287,15 @@ def _signals(model, net, x, y, state: State, gates, sliding=None, lam=None) -> F
     for h in reversed(range(len(gates))):
         us[h] = delta @ p.V[h + 1]
         delta = gates[h] * us[h] if sliding is None else jnp.where(sliding[h], lam[h], gates[h] * us[h])
+    if dead is not None:
+        dead = _layers(net, dead)
+        for h in range(len(gates) - 1):
+            revived = us[h + 1] @ jnp.maximum(p.V[h + 1], 0.0)
+            us[h] = jnp.where(jnp.all(dead[h + 1], axis=1, keepdims=True), revived, us[h])
     return _flat(us)
 
 
-def attracting(model, net, x, y, state: State, gates) -> Bool[Array, " P"]:
+def attracting(model, net, x, y, state: State, gates, dead=None) -> Bool[Array, " P"]:
     """Where sliding is possible (the gate's effect ``u_j ‖Ĵ_j‖²`` on ``−ż_j`` is > 0, σ′ = `gates` above):
     both one-sided fields point into the surface when a σ′ in (0, 1) holds ``z`` at zero (it attracts). With
     ``u < 0`` both point away (it repels: sliding there is a Filippov solution, but an unstable one that every
@@ -294,7 +306,7 @@ def attracting(model, net, x, y, state: State, gates) -> Bool[Array, " P"]:
         _, inputs, _ = _forward_parts(net, state.V, x)
         # ‖Ĵ_j‖² > 0 on every unit whose input is not zero: its sign is u's, its size a scale for the tolerance
         sq = [jnp.outer(jnp.sum(a * a, axis=1), jnp.ones(V.shape[0])) for a, V in zip(inputs, state.V[:-1])]
-        effect = _signals(model, net, x, y, state, gates) * _flat(sq)
+        effect = _signals(model, net, x, y, state, gates, dead=dead) * _flat(sq)
     return effect > EVENT_TOL * jnp.max(jnp.abs(effect))
 
 
@@ -360,7 +372,7 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
     held = jnp.abs(zdot) <= _HELD_TOL[_linear(net)] * rates * _hidden_speed(m, state)
     # only an attracting surface holds a pre-activation (a repelling one is the least-norm velocity's choice
     # too, but no smoothed flow stays there)
-    acts = attracting(model, net, x, y, state, alpha)
+    acts = attracting(model, net, x, y, state, alpha, dead)
     sliding = candidates & held & acts & (exiting < 0)
     leave_up = jnp.where(held, exiting == 1, zdot > 0)
     gates = jnp.where(dead, alpha, jnp.where(candidates, leave_up, z > 0)).astype(x.dtype)
