@@ -53,8 +53,8 @@ class ResultFileError(FlowsimError, OSError):
 def fail(argument: str, value: Any, expected: str) -> InputError:
     """Build the standard message: which argument, what it was, and what was expected."""
     shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
+    if len(shown) > 80:  # both ends: a long path's file name is at its end
+        shown = shown[:38] + "..." + shown[-39:]
     return InputError(f"argument `{argument}`: got {shown}; expected {expected}.")
 
 
