@@ -53,7 +53,7 @@ def _smoothing(text: str) -> float | str | None:
         return "auto"
     if text.strip().lower() == "none":
         return None
-    return _non_negative(text)  # 0: the exact flow (one hidden layer; simulate refuses deeper nets, with its reason)
+    return _non_negative(text)  # 0: the exact flow
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="EPS",
         help="width ε of the smoothed ReLU derivative in the field: a number > 0 (it sets the accuracy: error "
-        "≈ 20-30 ε), none for the raw field (σ′ = 1[z > 0]), 0 for the exact flow (one hidden layer; accuracy set "
-        "by --rtol), or auto (the default: 1e-5 for ReLU, none for linear)",
+        "≈ 20-30 ε), none for the raw field (σ′ = 1[z > 0]), 0 for the exact flow (accuracy set by --rtol), or "
+        "auto (the default: 1e-5 for ReLU, none for linear)",
     )
     s.add_argument("--rtol", type=_positive, default=1e-6, help="relative tolerance of the solver (default 1e-6)")
     s.add_argument("--out", default=None, help="write a PNG of ρ, ρ_eq and the margins to this file")

@@ -126,11 +126,9 @@ def test_simulate_smoothing_none_is_the_raw_field(captured):
     assert captured[0]["smoothing"] is None and captured[1]["smoothing"] == 0.0  # 0: the exact flow
 
 
-def test_simulate_smoothing_zero_runs_the_exact_flow_with_one_hidden_layer_only(capsys):
+def test_simulate_smoothing_zero_runs_the_exact_flow(capsys):
     assert main(["simulate", "--smoothing", "0", "--t1", "0.5"]) == 0
     assert "crossings" in capsys.readouterr().out
-    assert main(["simulate", "--smoothing", "0", "--t1", "0.5", "--widths", "8,8"]) == 2
-    assert "smoothing" in capsys.readouterr().err
 
 
 def test_simulate_seed_is_a_deprecated_alias_of_both_seeds(captured, capsys):

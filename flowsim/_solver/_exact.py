@@ -17,6 +17,10 @@ tried first; if it is not consistent, the exact velocity ``m`` (a bounded least 
 pre-activations) chooses, and an active-set pass corrects its choice (`make_consistent`). Only attracting
 surfaces hold a pre-activation (`attracting`).
 
+Degenerate structures of deep nets have their own rules: pre-activations whose input is zero on the stratum,
+and units whose weights have decayed, are *dead* (`_dead`: no events, σ′ the exact velocity's); multipliers on
+nearly dependent constraints come from the exact velocity at the event (`_combined`'s reference).
+
 Every per-pre-activation quantity is a flat vector over all hidden pre-activations (layer by layer, each
 ``(N, d_k)`` row-major). One hidden layer: the strata are linear in ``V_1`` (``UnitBases``), so the
 projection is fixed along a segment and every stage of a step stays on the stratum. Two or more: the strata
@@ -143,22 +147,20 @@ def _dead(net: Network, x, state: State, sliding, gates, was_dead):
     - **dead inputs**: above the first hidden layer, those whose sample has every unit of the layer below off
       (σ′ < 1: gated 0, sliding, or dead itself). Their input is zero along the stratum, so they are zero too,
       whatever their gate. ``P_S F_g`` does not depend on their gate (the sample reaches the parameters only
-      through the sliding units' constraint rows), but the signal ``u`` of the sliding units below does, so
-      their margins. Measured on the stall case at t = 0.537, one sample with four layer-1 units sliding and
-      the rest negative: the smoothed flow (ε = 1e-8) holds its layer-2 pre-activations at ~1e-10, σ′ = 0.50 ±
-      0.02; rounding's sign made them cross back and forth 60 times in 0.005 (the state then 1.2e-4 off the
-      smoothed flow; with this rule 4e-6).
+      through the sliding units' constraint rows), nor do the margins of the sliding units below (they take
+      the signal they pass turned on: `_signals`). Measured on the stall case at t = 0.537, one sample with four
+      layer-1 units sliding and the rest negative: the smoothed flow (ε = 1e-8) holds its layer-2
+      pre-activations at ~1e-10, σ′ = 0.50 ± 0.02; rounding's sign made them cross back and forth 60 times in
+      0.005 (the state then 1.2e-4 off the smoothed flow; with this rule 4e-6).
     - **dead units** (`DEAD_UNIT`): every pre-activation of the unit is within ~1e-6 of zero for the layer's
       tolerances, and its gate reaches nothing but its own weights, through weights of 1e-6. Measured on the
       stall case at t = 1.648: three such units, 117 candidates at an event, their margins at rounding's size
       with rounding's sign; the consistency pass, chasing them, left the exact velocity by more than its norm
       and the events cycled in place.
 
-    Those in `was_dead` keep the gate given (`select_mode` gives the exact velocity's α: measured on the stall
-    case at t = 0.942, with ½ one sample's five sliding layer-1 units had multipliers 1.24 where the exact
-    velocity holds them at 0.79, its layer-2 α being 0.50 to 0.85); newly dead ones get `DEAD_GATE`. One whose
-    input comes back (a unit below turned on) takes the side of that unit's weight; a unit that grows back,
-    its own side.
+    Those in `was_dead` keep the gate given (`select_mode` gives the exact velocity's α, what passes down to a
+    third hidden layer); newly dead ones get `DEAD_GATE`. One whose input comes back (a unit below turned on)
+    takes the side of that unit's weight; a unit that grows back, its own side.
 
     **Returns:** ``(sliding, gates, dead)``, flat."""
     if _linear(net):
@@ -409,10 +411,10 @@ _REDO_ITERATIONS = 8  # then on steps redone from the step's start: the event st
 _AIM = 0.5 * EVENT_TOL  # the located event lies in [−EVENT_TOL, 0]: aim at its middle
 
 RUNNING, REACHED, STEADY_STOP, MAX_STEPS_STOP, NONFINITE_STOP, MAX_EVENTS_STOP, CHATTER_STOP = range(7)
-# Events in a row, each after a step below 1e-8 (1 + |t|), that count as a cycle (`CHATTER_STOP`). Measured on
-# the stall case at t = 0.942: one layer-2 unit's pre-activations of four samples entered after steps of 9e-10,
-# were released in place, and came back, until the event cap (the mode's margins and the exact velocity
-# disagree there). A burst of genuine events is grouped: everything within EVENT_TOL of zero is one event.
+# Events in a row, each after a step below 1e-8 (1 + |t|), that count as a cycle (`CHATTER_STOP`): a safety net.
+# Before the mode selection was mended (`select_mode`, `_dead`), the stall case at t = 0.942 had one layer-2
+# unit's pre-activations of four samples enter after steps of 9e-10, be released in place, and come back, until
+# the event cap. A burst of genuine events is grouped: everything within EVENT_TOL of zero is one event.
 _CHATTER_EVENTS = 200
 _CHATTER_STEP = 1e-8
 

@@ -13,11 +13,6 @@ from .._model import check_model, check_problem, resolve_smoothing
 # "rosenbrock" is flowsim's compiled stiff solver (RosenbrockW), what "auto" means; the others are diffrax's.
 EXPLICIT = {"tsit5": dfx.Tsit5, "dopri5": dfx.Dopri5, "dopri8": dfx.Dopri8, "kvaerno5": dfx.Kvaerno5}
 SOLVERS = ("auto", "rosenbrock", *EXPLICIT)
-# The exact flow with two or more hidden layers (curved strata) is integrated but not offered yet: on the
-# 5-16-16-1 stall case it follows the smoothed flow to 2.2e-6 (rtol 1e-6) only up to t = 0.65, then mass mode
-# changes where samples sit at zero in both layers take it 6e-4 off by t = 0.9, and near t = 0.94 it can cycle
-# in place (benchmarks/results/exact_deep.md). Its tests switch it on here.
-DEEP_EXACT = False
 
 
 def check_times(t1, ts):
@@ -52,14 +47,6 @@ def check_solve(model, net, data, t1, ts, rtol, atol, solver, max_steps, smoothi
         raise fail("solver", solver, f"one of {SOLVERS}")
     check_int("max_steps", max_steps, "an integer >= 1", lambda v: v >= 1)
     eps = resolve_smoothing(net, smoothing)
-    if eps == 0.0 and net.depth != 2 and not DEEP_EXACT:
-        raise fail(
-            "smoothing",
-            smoothing,
-            f"a width ε > 0 (default 1e-5) or None for a network with {net.depth - 1} hidden layers: the exact "
-            "ε → 0 flow (smoothing=0) is integrated for one hidden layer; with more it is available as "
-            "model.vector_field(net, data, smoothing=0)",
-        )
     if eps == 0.0 and solver not in ("auto", "rosenbrock"):
         raise fail("solver", solver, "'auto' with smoothing=0 (the exact flow has its own event-driven integrator)")
     steady_tol = check_real("steady_tol", steady_tol, "a tolerance > 0", lambda v: v > 0)

@@ -73,8 +73,8 @@ def simulate(
     - `smoothing`: width ε of the smooth step replacing σ′ in the field (``"auto"``: 1e-5 for ReLU
       networks, none for linear ones; ``None``: the raw, non-smooth field). It bounds the accuracy whatever
       `rtol`: the error against the ε → 0 (Filippov) flow is ≈ 20–30 ε. ``0``: that flow itself, integrated
-      event by event (networks with one hidden layer): its accuracy is set by `rtol` alone, and
-      ``stats`` counts its events (crossings, entries into sliding, exits).
+      event by event: its accuracy is set by `rtol` alone, and ``stats`` counts its events (crossings,
+      entries into sliding, exits).
     - `max_steps`: step limit; reaching it raises [`flowsim.SolveError`][flowsim.SolveError].
     - `steady_tol`: tolerance of the steady-state test.
     - `enforce_balance`: put per-layer scales on the symbolically derived layer-balance manifold at the
