@@ -245,17 +245,30 @@ def test_two_hidden_layers_sweep_members_equal_their_simulate_runs():
             assert member.stats.crossings == single.stats.crossings
 
 
+def small_deep():
+    """Clusters (12 points in 3 dimensions), 3-5-4-1, `normalized` with λ = 1e-2: the model, the network, the
+    data as arrays, and a start's directions as writable copies."""
+    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
+    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
+    V = [np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V]
+    return model, net, jnp.asarray(data.x), jnp.asarray(data.y), V
+
+
+def kill_sample_0(V1, x):
+    """Make sample 0 dead above layer 1, in place: z_{1,0,1} = 0, its other layer-1 units negative."""
+    xn = np.asarray(x[0])
+    for i in range(V1.shape[0]):
+        V1[i] -= ((V1[i] @ xn) / (xn @ xn) + (0.0 if i == 1 else 0.5)) * xn
+
+
 def test_two_hidden_layers_the_multipliers_give_the_segment_field():
     """On a curved stratum where one sample is pinned in both hidden layers, the backward pass with σ′ = the
     Filippov multipliers α (an independent code path: no projection) gives the projected segment field. The
     layer-1 unit's α needs the layer-2 unit's α in its backpropagated signal (with that gate at 0: 0.03 off)."""
     from flowsim._solver import _exact as E
 
-    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
-    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
-    V1, V2, V3 = (np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V)
-    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    xn = np.asarray(data.x[0])
+    model, net, x, y, (V1, V2, V3) = small_deep()
+    xn = np.asarray(x[0])
     V1[1] -= (V1[1] @ xn) / (xn @ xn) * xn  # z_{1,0,1} = 0
     V1 /= np.linalg.norm(V1)
     a1 = np.maximum(xn @ V1.T, 0.0)
@@ -281,13 +294,8 @@ def test_two_hidden_layers_a_dead_samples_layer_2_has_no_events_and_does_not_mov
     and neither the segment field nor the sliding unit's margins depend on their gate."""
     from flowsim._solver import _exact as E
 
-    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
-    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
-    V1, V2, V3 = (np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V)
-    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    xn = np.asarray(data.x[0])
-    for i in range(5):  # z_{1,0,1} = 0, the other layer-1 units of sample 0 negative
-        V1[i] -= ((V1[i] @ xn) / (xn @ xn) + (0.0 if i == 1 else 0.5)) * xn
+    model, net, x, y, (V1, V2, V3) = small_deep()
+    kill_sample_0(V1, x)
     V1 /= np.linalg.norm(V1)
     state = model.state(V=[V1, V2, V3], rho=1.3)
     z, _, _ = E._forward(net, state, x)
@@ -318,13 +326,10 @@ def test_two_hidden_layers_a_decayed_unit_is_dead():
     dead: no events, never sliding, and its gate moves the segment field by the size of those weights only."""
     from flowsim._solver import _exact as E
 
-    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
-    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
-    V1, V2, V3 = (np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V)
+    model, net, x, y, (V1, V2, V3) = small_deep()
     V2[2] *= 1e-8 / np.linalg.norm(V2[2])
     V3[:, 2] = 1e-8
     state = model.state(V=[V1, V2 / np.linalg.norm(V2), V3 / np.linalg.norm(V3)], rho=1.3)
-    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
     z, _, _ = E._forward(net, state, x)
     unit = 12 * 5 + np.arange(12) * 4 + 2  # layer 2, unit 2, every sample
     sliding = jnp.zeros(z.shape, bool).at[unit].set(True)
@@ -377,13 +382,8 @@ def test_two_hidden_layers_a_dead_samples_unit_at_zero_attracts_as_its_revived_f
     layer-2 gates (the field itself, another code path). Built so that σ′ = ½ above gives the other sign."""
     from flowsim._solver import _exact as E
 
-    data = fs.datasets.gaussian_clusters(n=12, dim=3, seed=0)
-    net, model = fs.Network((3, 5, 4, 1)), fs.load_model("normalized", lam=1e-2)
-    V1, V2, V3 = (np.asarray(v).copy() for v in model.init(net, seed=2, scale=0.5).V)
-    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-    xn = np.asarray(data.x[0])
-    for i in range(5):  # z_{1,0,1} = 0, the other layer-1 units of sample 0 negative
-        V1[i] -= ((V1[i] @ xn) / (xn @ xn) + (0.0 if i == 1 else 0.5)) * xn
+    model, net, x, y, (V1, V2, V3) = small_deep()
+    kill_sample_0(V1, x)
     V2[:, 1] = [0.5, -3.0, 0.1, 0.1]
     V3[:] = 1.0
     state = model.state(V=[V1 / np.linalg.norm(V1), V2 / np.linalg.norm(V2), V3 / np.linalg.norm(V3)], rho=1.3)
