@@ -279,11 +279,14 @@ def hat_rows(model, net: Network, x, state: State, sliding: Bool[Array, " P"], g
 _SLOTS = (32, 128, 512)
 
 
-def _gathered(sliding, fn):
+def _gathered(sliding, fn, n: int):
     """``fn(idx)`` with ``idx`` the flat indices of `sliding` first, cut to the smallest slot count holding them
-    (a static size: one compiled branch per slot count)."""
+    (a static size: one compiled branch per slot count). Slot counts of `n` (the hidden directions' size) or
+    more are not offered: there the rank is at most `n` whatever the count, and the branch with every row costs
+    about as much (measured on the stall case, n = 336: the projection's SVD is 336 × 336 in both), while each
+    branch is compiled at every call site."""
     P = sliding.shape[0]
-    sizes = [k for k in _SLOTS if k < P] + [P]
+    sizes = [k for k in _SLOTS if k < min(P, n)] + [P]
     order = jnp.argsort(~sliding, stable=True)
     which = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), jnp.sum(sliding)), len(sizes) - 1)
     return jax.lax.switch(which, [functools.partial(fn, order[:K]) for K in sizes])
@@ -302,7 +305,7 @@ def curved_basis(
         U = jnp.where(_kept(sv, rank_tol)[None, :], U, 0.0)
         return jnp.zeros((P, n), U.dtype).at[idx, : U.shape[1]].set(U)
 
-    return CurvedBasis(sliding, gates, _gathered(sliding, basis))
+    return CurvedBasis(sliding, gates, _gathered(sliding, basis, n))
 
 
 # Coefficients ``λ`` along directions of ``Ĵ_S`` with singular values below this (relative) are not taken from
@@ -346,7 +349,7 @@ def _combined(model, net, x, state: State, basis: CurvedBasis, yhat=None, residu
             out.append(-(Vbt.T @ (inv * (Ub.T @ (U.T @ residual[idx])))))
         return tuple(out)
 
-    return _gathered(basis.sliding, solve)
+    return _gathered(basis.sliding, solve, n)
 
 
 def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, velocity: State, lam_ref=None):
@@ -366,8 +369,10 @@ def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, 
 def curved_onto(model, net: Network, x, state: State, basis: CurvedBasis, iterations: int = 2) -> State:
     """The drift correction on a curved stratum: Gauss–Newton on the combinations ``Uᵀ z_S = 0`` of `basis`
     (least-G-norm steps), each hidden ``V_k`` put back on its unit sphere (a positive scaling keeps zeros)."""
-    for _ in range(iterations):
+
+    def once(_, state):  # a loop, not unrolled: one copy of the solve to compile
         z = jnp.where(basis.sliding, _hidden_z(net, x, state.V[:-1]), 0.0)
         (step,) = _combined(model, net, x, state, basis, residual=z)
-        state = _moved(state, _col(model, net, state) * step)
-    return state
+        return _moved(state, _col(model, net, state) * step)
+
+    return jax.lax.fori_loop(0, iterations, once, state)

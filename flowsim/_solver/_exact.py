@@ -39,7 +39,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float
 
 from .._model import Network, State
-from .._model._filippov import _flat, _forward_parts, _problem, exact_field, one_sided_field
+from .._model._filippov import _flat, _forward_parts, _problem, exact_field, one_sided_field, pinned
 from .._model._stratum import (
     CurvedBasis,
     UnitBases,
@@ -367,8 +367,8 @@ def select_mode(model, net, x, y, state: State, candidates, exiting) -> tuple[Mo
     z, _, rates = _forward(net, state, x)
     # the dead pre-activations (`_dead`) are at zero too, or have no effect: pinned, then σ′ = their α
     dead = _dead(net, x, state, candidates, jnp.where(candidates, 0.0, z > 0), jnp.zeros(z.shape, bool))[2]
-    pinned = _layers(net, candidates | dead)
-    m, info = exact_field(model, net, x, y, state, pinned_mask=pinned, return_info=True, **kw)
+    at_zero = _layers(net, candidates | dead)
+    m, info = exact_field(model, net, x, y, state, pinned_mask=at_zero, return_info=True, **kw)
     alpha = _flat(info.alpha)
     zdot = _zdot(net, state, x, m, alpha)
     held = jnp.abs(zdot) <= _HELD_TOL[_linear(net)] * rates * _hidden_speed(m, state)
@@ -397,10 +397,12 @@ def project_onto(model, net, x, state: State, candidates) -> State:
         bases = unit_bases(x, candidates.reshape(x.shape[0], -1))
         V1 = state.V[0] - least_norm_correction(bases, x, x @ state.V[0].T)
         return State((V1 / jnp.linalg.norm(V1), state.V[1]), state.rho, state.rho_k)
-    for _ in range(3):
+
+    def once(_, state):  # a loop, not unrolled: one copy of the basis and the step to compile
         gates = (_forward(net, state, x)[0] > 0).astype(x.dtype)
-        state = curved_onto(model, net, x, state, curved_basis(model, net, x, state, candidates, gates), iterations=1)
-    return state
+        return curved_onto(model, net, x, state, curved_basis(model, net, x, state, candidates, gates), iterations=1)
+
+    return jax.lax.fori_loop(0, 3, once, state)
 
 
 # ---- the compiled event loop ------------------------------------------------------------------------------
@@ -426,6 +428,7 @@ class _Loop(eqx.Module):
     mode: Mode
     f0: Array  # the segment field at (t, z)
     d0: Array  # the event function at (t, z)
+    margins: Array  # there, the sliding margins (the least of `sliding_margins`' two; 1 off the sliding set)
     inv: Array  # (I − γ h_lu J)⁻¹: see RosenbrockW
     h_lu: Array
     jac_age: Array
@@ -434,6 +437,7 @@ class _Loop(eqx.Module):
     sliding_time: Array
     status: Array
     stuck: Array  # this iteration was an event in place (see `body`)
+    initial: Array  # this is the first iteration: the mode is chosen where the run starts
     chatter: Array  # events in a row after steps below _CHATTER_STEP
 
 
@@ -447,11 +451,11 @@ def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol, *, first=None, aux=None, b
     ``[lo, hi]`` of a sign change of `g` (``g_lo > 0 ≥ g_hi``) until ``|g| ≤ tol`` or `iterations`. `g`
     returns ``(value, aux)``; the first point tried is `first` if given.
 
-    **Returns:** ``(m, g(m), aux(m), hi)``: the last point tried (``hi``, with `aux`, if none) and the bracket's
-    end past the sign change."""
+    **Returns:** ``(m, g(m), aux(m), hi, aux(hi))``: the last point tried (``hi``, with `aux`, if none) and the
+    bracket's end past the sign change."""
 
     def cond(c):
-        i, *_, g_m, _ = c
+        i, *_, g_m, _, _ = c
         return (i < iterations) & (jnp.abs(g_m) > tol)
 
     def body(c):
@@ -474,11 +478,12 @@ def _illinois(g, lo, g_lo, hi, g_hi, iterations, tol, *, first=None, aux=None, b
         # Illinois: halve the value kept at the end that did not move twice in a row
         g_hi = jnp.where(up & (side == 1), 0.5 * g_hi, g_hi)
         g_lo = jnp.where(~up & (side == -1), 0.5 * g_lo, g_lo)
+        aux_hi = jax.tree_util.tree_map(lambda a, b: jnp.where(up, a, b), c[-1], aux_m)
         return (i + 1, jnp.where(up, m, lo), jnp.where(up, gm, g_lo), jnp.where(up, hi, m), jnp.where(up, g_hi, gm),
-                new_side, slow, m, gm, aux_m)  # fmt: skip
+                new_side, slow, m, gm, aux_m, aux_hi)  # fmt: skip
 
-    out = jax.lax.while_loop(cond, body, (0, lo, g_lo, hi, g_hi, 0, False, hi, g_hi, aux))
-    return out[-3], out[-2], out[-1], out[3]
+    out = jax.lax.while_loop(cond, body, (0, lo, g_lo, hi, g_hi, 0, False, hi, g_hi, aux, aux))
+    return out[-4], out[-3], out[-2], out[3], out[-1]
 
 
 def exact_member(
@@ -534,20 +539,21 @@ def exact_member(
             jac = jax.lax.cond(jnp.any(mode.sliding), lambda: P @ J_g, lambda: J_g)
         return ros._factor(jac, h)
 
+    # The first iteration is an event in place (d0 = −∞) that chooses the mode where the run starts, by the
+    # events' own code: one copy of the mode selection to compile, not two (it was 10 s of 35 on the stall case).
+    # Until then every pre-activation is free, on its sign's side.
     z0s = unravel(z0)
-    state, mode, resolved = initial_mode(model, net, x, y, z0s)
-    z = ravel_pytree(state)[0]
-    v0, d0, _, _ = segment_and_distance(model, net, x, y, state, mode)
-    f0 = ravel_pytree(v0)[0]
-    h0 = jnp.minimum(t1, 1e-2 * (1.0 + jnp.linalg.norm(z)) / jnp.maximum(jnp.linalg.norm(f0), 1e-300))
-    inv = factor(mode, 0.0, z, h0)
-    # one Jacobian made; the sliding set's size; the initial mode's selection, if unresolved
-    counts = jnp.zeros(len(_COUNTS), jnp.int32).at[2].set(1).at[7].set(jnp.sum(mode.sliding, dtype=jnp.int32))
-    counts = counts.at[8].set(~resolved)
+    gates = (_forward(net, z0s, x)[0] > 0).astype(dtype)
+    free = jnp.zeros(gates.shape, bool)
+    mode = new_mode(model, net, x, z0s, free, gates, free)
+    f0 = ravel_pytree(one_sided_field(model, net, x, y, z0s, _layers(net, gates)))[0]
+    h0 = jnp.minimum(t1, 1e-2 * (1.0 + jnp.linalg.norm(z0)) / jnp.maximum(jnp.linalg.norm(f0), 1e-300))
+    eye = jnp.eye(z0.size, dtype=dtype)  # a placeholder: the first iteration makes the Jacobian (jac_age)
     init = _Loop(
-        jnp.asarray(0.0, dtype), z, h0, mode, f0, d0, inv, h0, jnp.asarray(0),
-        jnp.where((ts <= 0.0)[:, None], z[None], jnp.nan), counts,
-        jnp.asarray(0.0, dtype), jnp.asarray(RUNNING), jnp.asarray(False), jnp.asarray(0),
+        jnp.asarray(0.0, dtype), z0, h0, mode, f0, jnp.asarray(-jnp.inf, dtype), jnp.ones(gates.shape, dtype), eye,
+        h0, jnp.asarray(_MAX_JACOBIAN_AGE), jnp.where((ts <= 0.0)[:, None], z0[None], jnp.nan),
+        jnp.zeros(len(_COUNTS), jnp.int32), jnp.asarray(0.0, dtype), jnp.asarray(RUNNING), jnp.asarray(False),
+        jnp.asarray(True), jnp.asarray(0),
     )  # fmt: skip
 
     def cond(c):
@@ -571,31 +577,48 @@ def exact_member(
         rs = ros_state(c.f0, inv, h_lu)
 
         def step(h_):
-            return ros._stages(F, c.t, c.z, c.f0, h_, rs)
+            return ros._stages(F, c.t, c.z, c.f0, h_, rs, loop=True)
 
         z1, err, lin, quad = step(h)
         scale = atol + rtol * jnp.maximum(jnp.abs(c.z), jnp.abs(z1))
         ratio = jnp.sqrt(jnp.mean((err / scale) ** 2))
         ok = jnp.isfinite(ratio) & (ratio <= 1.0)
-        v1, d1, _, _ = segment_and_distance(model, net, x, y, unravel(z1), mode)
-        f1 = ravel_pytree(v1)[0]
+        # on a curved stratum the stages leave it by the step's local error: back onto it, and evaluate there (an
+        # evaluation of the projected field fewer per step than evaluating before the projection too)
+        s1 = unravel(z1)
+        if not linear:
+            s1 = jax.lax.cond(jnp.any(mode.sliding), lambda: curved_onto(model, net, x, s1, mode.bases), lambda: s1)
+        v1, d1, lower1, upper1 = segment_and_distance(model, net, x, y, s1, mode)
+        z1_on, f1, margins1 = ravel_pytree(s1)[0], ravel_pytree(v1)[0], jnp.minimum(lower1, upper1)
         event = ok & (((d1 < 0) & (c.d0 + _AIM > 0)) | stuck)
 
         def locate():
             # The step is redone to land in [−EVENT_TOL, 0] of the event function: aim at its middle, first on the
             # dense output, then by regula falsi (Illinois) on steps redone from the step's start.
             g = lambda z_: dist(z_, mode) + _AIM  # noqa: E731
-            guess, *_ = _illinois(lambda th: (g(c.z + th * (lin + th * quad)), None), 0.0, c.d0 + _AIM, 1.0,
-                                  d1 + _AIM, _LOCATE_ITERATIONS, 0.5 * _AIM, bisect=True)  # fmt: skip
+
+            def dense(th):
+                z_ = c.z + th * (lin + th * quad)
+                if linear:
+                    return g(z_), None
+                # Deeper, the event function costs a projection (on the stall case 35× the one-sided field, and
+                # 11,700 of its 27,000 evaluations were here): the free distances are exact on the dense output,
+                # the sliding margins interpolated between the step's ends. The redone steps below are exact.
+                free = _free_distance(net, x, unravel(z_), mode)
+                return jnp.min(jnp.where(mode.sliding, (1.0 - th) * c.margins + th * margins1, free)) + _AIM, None
+
+            guess, *_ = _illinois(dense, 0.0, c.d0 + _AIM, 1.0, d1 + _AIM, _LOCATE_ITERATIONS, 0.5 * _AIM,
+                                  bisect=True)  # fmt: skip
 
             def redone(h_):
                 out = step(h_)
                 return g(out[0]), out
 
-            m, gm, out, h_hi = _illinois(redone, 0.0 * h, c.d0 + _AIM, h, d1 + _AIM, _REDO_ITERATIONS, _AIM,
-                                         first=guess * h, aux=(z1, err, lin, quad))  # fmt: skip
+            m, gm, out, h_hi, out_hi = _illinois(redone, 0.0 * h, c.d0 + _AIM, h, d1 + _AIM, _REDO_ITERATIONS,
+                                                 _AIM, first=guess * h, aux=(z1, err, lin, quad))  # fmt: skip
             # none landed in the window: the bracket's end past the event (the projection then absorbs the miss)
-            return jax.lax.cond(jnp.abs(gm) <= _AIM, lambda: (m, *out), lambda: (h_hi, *step(h_hi)))
+            keep = jnp.abs(gm) <= _AIM
+            return jnp.where(keep, m, h_hi), *(jnp.where(keep, a, b) for a, b in zip(out, out_hi))
 
         h_acc, z_acc, _, lin, quad = jax.lax.cond(event & ~stuck, locate, lambda: (h, z1, err, lin, quad))
         t_new = c.t + h_acc
@@ -603,24 +626,15 @@ def exact_member(
         put = ok & (ts > c.t) & (ts <= t_new)
         th = theta[:, None]
         saves = jnp.where(put[:, None], c.z[None, :] + th * (lin[None, :] + th * quad[None, :]), c.saves)
+        later = ~c.initial  # the first iteration's event and Jacobian are the start's: not counted
 
         def at(z_acc):
-            return _event_update(model, net, x, y, z_acc, mode)
+            return _event_update(model, net, x, y, z_acc, mode, c.initial)
 
         def none(z_acc):  # no event: the step ends at z1, where the segment field and the distance are known
-            if linear:
-                return z_acc, mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True), f1, d1
-            # on a curved stratum: back onto it (the stages left it by the step's local error), and evaluate there
-            s_new = jax.lax.cond(
-                jnp.any(mode.sliding),
-                lambda: curved_onto(model, net, x, unravel(z_acc), mode.bases),
-                lambda: unravel(z_acc),
-            )
-            v, d, _, _ = segment_and_distance(model, net, x, y, s_new, mode)
-            z_new = ravel_pytree(s_new)[0]
-            return z_new, mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True), ravel_pytree(v)[0], d
+            return z1_on, mode, jnp.zeros(3, jnp.int32), jnp.asarray(False), jnp.asarray(True), f1, d1, margins1
 
-        z_new, mode_new, kinds, restratified, resolved, f_new, d_new = jax.lax.cond(event, at, none, z_acc)
+        z_new, mode_new, kinds, restratified, resolved, f_new, d_new, margins_new = jax.lax.cond(event, at, none, z_acc)
 
         fac = jnp.clip(0.9 * jnp.where(ratio > 0, ratio, 1e-10) ** (-1.0 / 3.0), 0.2, 3.0)
         h_next = jnp.where(stuck, c.h, jnp.where(ok, h * fac, h * jnp.minimum(fac, 0.9)))
@@ -630,14 +644,15 @@ def exact_member(
             .at[1]
             .add((~ok).astype(jnp.int32))
             .at[2]
-            .add(need.astype(jnp.int32))
+            .add((need & later).astype(jnp.int32))
         )
-        counts = counts.at[3:6].add(jnp.where(event, kinds, 0)).at[6].add(event.astype(jnp.int32))
+        counts = counts.at[3:6].add(jnp.where(event & later, kinds, 0)).at[6].add((event & later).astype(jnp.int32))
         counts = counts.at[7].max(jnp.sum(mode_new.sliding).astype(jnp.int32))
         # unresolved: a mode the loops did not settle, or an event in place that still left the segment below zero
-        counts = counts.at[8].add((ok & (~resolved | (stuck & (d_new + _AIM <= 0)))).astype(jnp.int32))
+        # (at the start, the next iteration may choose again in place)
+        counts = counts.at[8].add((ok & (~resolved | (stuck & later & (d_new + _AIM <= 0)))).astype(jnp.int32))
         sliding_time = c.sliding_time + jnp.where(ok & jnp.any(mode.sliding), h_acc, 0.0)
-        tiny = event & (h_acc <= _CHATTER_STEP * (1.0 + jnp.abs(c.t)))
+        tiny = event & later & (h_acc <= _CHATTER_STEP * (1.0 + jnp.abs(c.t)))
         chatter = jnp.where(ok, jnp.where(tiny, c.chatter + 1, 0), c.chatter)
 
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
@@ -651,10 +666,11 @@ def exact_member(
         )  # fmt: skip
         return _Loop(
             t_out, z_out, h_next, jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), mode_new, mode),
-            keep(f_new, c.f0), keep(d_new, c.d0), inv, h_lu,
+            keep(f_new, c.f0), keep(d_new, c.d0), keep(margins_new, c.margins), inv, h_lu,
             # a new sliding set needs a new Jacobian: the stages stay on the stratum only with P_S in it
             jnp.where(restratified & ok, _MAX_JACOBIAN_AGE, jnp.where(need, 1, c.jac_age + ok)),
-            saves, counts, sliding_time, status, stuck, chatter,
+            jnp.where(c.initial, jnp.where((ts <= 0.0)[:, None], z_new[None], saves), saves), counts, sliding_time,
+            status, stuck & later, jnp.asarray(False), chatter,
         )  # fmt: skip
 
     def ros_state(f0, inv, h_lu):
@@ -669,19 +685,24 @@ def exact_member(
     return result
 
 
-def _event_update(model, net, x, y, z, mode: Mode):
+def _event_update(model, net, x, y, z, mode: Mode, initial=False):
     """At an event: the state projected onto its stratum, the new mode, the counts of (crossings, entries,
     exits), whether the sliding set changed, whether the mode is resolved (consistent, found by loops that
-    converged within their caps), and there the new segment field (flat) and event function.
+    converged within their caps), and there the new segment field (flat), the event function, and the sliding
+    margins (the least of the two).
 
     Most events are a free pre-activation crossing transversally, or a sliding one leaving at its bound: the
     mode that flips the first's gate, or releases the second to its bound's side, is tried first and kept if
     consistent (`_violations`). Otherwise the exact velocity decides (`select_mode`, a bounded least squares),
     corrected by `make_consistent`.
+
+    At the `initial` event (the run's start, every pre-activation free) the candidates are the pre-activations
+    within 1e-10 (relative) of zero, and the exact velocity decides.
     """
     unravel = unraveler(model, net)
     state = unravel(z)
     near = (_free_distance(net, x, state, mode) <= EVENT_TOL) & ~mode.sliding
+    near = jnp.where(initial, _flat(pinned(model, net, x, state, 1e-10)), near)
     lower, upper = sliding_margins(model, net, x, y, state, mode)
     exiting = jnp.where(mode.sliding & (lower <= EVENT_TOL), 0, -1)
     exiting = jnp.where(mode.sliding & (upper <= EVENT_TOL) & (upper < lower), 1, exiting)
@@ -700,11 +721,10 @@ def _event_update(model, net, x, y, z, mode: Mode):
     def select():
         new, _, info, acts = select_mode(model, net, x, y, state, candidates, exiting)
         new, done = make_consistent(model, net, x, y, state, new, rates, acts)
-        v, d, _, _ = segment_and_distance(model, net, x, y, state, new)
-        return new, done & _settled(net, info), v, d
+        return new, done & _settled(net, info), *segment_and_distance(model, net, x, y, state, new)
 
-    new, resolved, v, d = jax.lax.cond(
-        _consistent(box, back), lambda: (trial, jnp.asarray(True), seg[0], seg[1]), select
+    new, resolved, v, d, lower, upper = jax.lax.cond(
+        _consistent(box, back) & ~initial, lambda: (trial, jnp.asarray(True), *seg), select
     )
     kinds = jnp.stack([
         jnp.sum(near & ~new.sliding & (new.gates != mode.gates)),  # crossings
@@ -712,7 +732,7 @@ def _event_update(model, net, x, y, z, mode: Mode):
         jnp.sum(mode.sliding & ~new.sliding),  # exits
     ]).astype(jnp.int32)  # fmt: skip
     restratified = jnp.any(new.sliding != mode.sliding)
-    return ravel_pytree(state)[0], new, kinds, restratified, resolved, ravel_pytree(v)[0], d
+    return ravel_pytree(state)[0], new, kinds, restratified, resolved, ravel_pytree(v)[0], d, jnp.minimum(lower, upper)
 
 
 def _settled(net, info):
@@ -789,17 +809,3 @@ def make_consistent(model, net, x, y, state: State, mode: Mode, rates, acts) -> 
 
     _, new, _, done = jax.lax.while_loop(cond, body, (0, mode, jnp.zeros(mode.sliding.shape, bool), False))
     return jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), new, mode), done
-
-
-def initial_mode(model, net, x, y, state: State, tol: float = 1e-10):
-    """The mode at the start: the pre-activations within `tol` (relative) of zero are pinned.
-
-    **Returns:** ``(state, mode, resolved)``: the state on the mode's stratum, and whether the mode was found by
-    loops that converged within their caps."""
-    from .._model._filippov import pinned
-
-    candidates = _flat(pinned(model, net, x, state, tol))
-    state = project_onto(model, net, x, state, candidates)
-    mode, _, info, acts = select_mode(model, net, x, y, state, candidates, jnp.full(candidates.shape, -1))
-    mode, done = make_consistent(model, net, x, y, state, mode, _forward(net, state, x)[2], acts)
-    return state, mode, done & _settled(net, info)
