@@ -276,7 +276,7 @@ def hat_rows(model, net: Network, x, state: State, sliding: Bool[Array, " P"], g
 # The sliding rows are gathered into the smallest of these slot counts that holds them (then all): at most
 # events a few slide, and an SVD of the masked (P, n) Jacobian costs 55 ms on the stall case (P = 1280,
 # n = 336) where 32 rows cost well under 1 ms.
-_SLOTS = (32, 128, 512)
+_SLOTS = (32, 64, 128, 512)
 
 
 def _gathered(sliding, fn, n: int):
@@ -366,13 +366,36 @@ def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, 
     return State(hidden + (velocity.V[-1],), velocity.rho, velocity.rho_k), lam, row_sq, jnp.linalg.norm(yhat)
 
 
+# A state whose pinned pre-activations are all below this, relative to their scale ``‖V_k‖ ‖a_{k-1,n}‖``, is on
+# its stratum: the Gauss–Newton drift correction stops there. One iteration from a step's local error (≲ 1e-7)
+# gets there; the second was half of the correction's cost on the stall case.
+ON_STRATUM = 1e-13
+
+
+def off_stratum(net: Network, x, state: State, sliding: Bool[Array, " P"]) -> Float[Array, ""]:
+    """The largest ``|z| / (‖V_k‖ ‖a_{k-1,n}‖)`` over the `sliding` pre-activations (flat): how far `state` is
+    off their stratum."""
+    zs, inputs, _ = _forward_parts(net, state.V, x)
+    rel = [
+        jnp.abs(z) / jnp.maximum(jnp.linalg.norm(V) * jnp.linalg.norm(a, axis=1)[:, None], jnp.finfo(z.dtype).tiny)
+        for z, a, V in zip(zs, inputs, state.V)
+    ]
+    return jnp.max(jnp.where(sliding, jnp.concatenate([r.ravel() for r in rel]), 0.0))
+
+
 def curved_onto(model, net: Network, x, state: State, basis: CurvedBasis, iterations: int = 2) -> State:
     """The drift correction on a curved stratum: Gauss–Newton on the combinations ``Uᵀ z_S = 0`` of `basis`
-    (least-G-norm steps), each hidden ``V_k`` put back on its unit sphere (a positive scaling keeps zeros)."""
+    (least-G-norm steps), each hidden ``V_k`` put back on its unit sphere (a positive scaling keeps zeros); at
+    most `iterations`, until `ON_STRATUM`."""
 
-    def once(_, state):  # a loop, not unrolled: one copy of the solve to compile
+    def cond(c):
+        i, state = c
+        return (i < iterations) & (off_stratum(net, x, state, basis.sliding) > ON_STRATUM)
+
+    def once(c):  # a loop, not unrolled: one copy of the solve to compile
+        i, state = c
         z = jnp.where(basis.sliding, _hidden_z(net, x, state.V[:-1]), 0.0)
         (step,) = _combined(model, net, x, state, basis, residual=z)
-        return _moved(state, _col(model, net, state) * step)
+        return i + 1, _moved(state, _col(model, net, state) * step)
 
-    return jax.lax.fori_loop(0, iterations, once, state)
+    return jax.lax.while_loop(cond, once, (0, state))[1]

@@ -41,6 +41,7 @@ from jaxtyping import Array, Bool, Float
 from .._model import Network, State
 from .._model._filippov import _flat, _forward_parts, _problem, exact_field, one_sided_field, pinned
 from .._model._stratum import (
+    ON_STRATUM,
     CurvedBasis,
     UnitBases,
     curved_basis,
@@ -48,6 +49,7 @@ from .._model._stratum import (
     curved_projection,
     gated_z,
     least_norm_correction,
+    off_stratum,
     project_rows,
     sample_coefficients,
     unit_bases,
@@ -391,18 +393,24 @@ _HELD_TOL = {True: EVENT_TOL, False: 1e-5}
 
 def project_onto(model, net, x, state: State, candidates) -> State:
     """The state moved back onto the stratum of `candidates` (least-norm change of the hidden directions, each
-    put back on its sphere: a positive scaling keeps zeros). One hidden layer: one step, exact; more: three
-    Gauss–Newton steps, the rank decided afresh at each (the last ones are on the stratum to rounding)."""
+    put back on its sphere: a positive scaling keeps zeros). One hidden layer: one step, exact; more: up to
+    three Gauss–Newton steps, the rank decided afresh at each, until `ON_STRATUM` (one, at most events)."""
     if _linear(net):
         bases = unit_bases(x, candidates.reshape(x.shape[0], -1))
         V1 = state.V[0] - least_norm_correction(bases, x, x @ state.V[0].T)
         return State((V1 / jnp.linalg.norm(V1), state.V[1]), state.rho, state.rho_k)
 
-    def once(_, state):  # a loop, not unrolled: one copy of the basis and the step to compile
-        gates = (_forward(net, state, x)[0] > 0).astype(x.dtype)
-        return curved_onto(model, net, x, state, curved_basis(model, net, x, state, candidates, gates), iterations=1)
+    def cond(c):
+        i, state = c
+        return (i < 3) & (off_stratum(net, x, state, candidates) > ON_STRATUM)
 
-    return jax.lax.fori_loop(0, 3, once, state)
+    def once(c):  # a loop, not unrolled: one copy of the basis and the step to compile
+        i, state = c
+        gates = (_forward(net, state, x)[0] > 0).astype(x.dtype)
+        basis = curved_basis(model, net, x, state, candidates, gates)
+        return i + 1, curved_onto(model, net, x, state, basis, iterations=1)
+
+    return jax.lax.while_loop(cond, once, (0, state))[1]
 
 
 # ---- the compiled event loop ------------------------------------------------------------------------------
