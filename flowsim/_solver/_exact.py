@@ -11,11 +11,12 @@ A segment is integrated by the stiff solver until an event:
   that side;
 - the speed falls below the steady-state tolerance.
 
-The event is located by regula falsi on the step's dense output, then on steps redone from the step's start,
-to within `EVENT_TOL` of the layer's scale. There the mode that flips or releases what the event concerns is
-tried first; if it is not consistent, the exact velocity ``m`` (a bounded least squares over the pinned
-pre-activations) chooses, and an active-set pass corrects its choice (`make_consistent`). Only attracting
-surfaces hold a pre-activation (`attracting`).
+The event is located by regula falsi on the step's dense output (with two or more hidden layers the sliding
+margins there are interpolated between the step's ends), then on steps redone from the step's start, to within
+`EVENT_TOL` of the layer's scale. The run's start is an event too (in place: the first iteration). There the
+mode that flips or releases what the event concerns is tried first; if it is not consistent, the exact velocity
+``m`` (a bounded least squares over the pinned pre-activations) chooses, and an active-set pass corrects its
+choice (`make_consistent`). Only attracting surfaces hold a pre-activation (`attracting`).
 
 Degenerate structures of deep nets have their own rules: pre-activations whose input is zero on the stratum,
 and units whose weights have decayed, are *dead* (`_dead`: no events, σ′ the exact velocity's); multipliers on
@@ -516,7 +517,8 @@ def exact_member(
     stratum only with its projection in the matrix), and so is the step size. A step whose end has crossed
     the event function's zero is redone to the event: the crossing is located on the step's dense output, then
     refined on steps redone from the step's start. On a curved stratum (two or more hidden layers) each
-    accepted step is projected back onto it, and the constraints' combinations are renewed with the matrix.
+    step is projected back onto it before its end is evaluated, and the constraints' combinations are renewed
+    with the matrix. The first iteration is an event in place that chooses the mode at the start.
 
     **Returns:** a dict: ``saves`` (the flat states at `ts`, NaN where not reached), ``t_final``, ``z_final``,
     ``status`` (see the module's constants), the counts of `_COUNTS`, and ``sliding_time``.
