@@ -403,3 +403,42 @@ def test_two_hidden_layers_a_dead_samples_unit_at_zero_attracts_as_its_revived_f
     assert (off - on > 0) != (off - half > 0)  # the two readings disagree here
     acts = E.attracting(model, net, x, y, state, mode.gates, mode.dead)
     assert bool(acts[1]) == (off - on > 0)
+
+
+def test_two_hidden_layers_the_drift_correction_puts_a_state_back_on_its_stratum():
+    """A state 1e-5 off a curved stratum (sample 0 pinned in both hidden layers), as a step's local error leaves
+    it: the drift correction brings both pinned pre-activations to zero within 1e-12 of their scales (a numpy
+    forward pass), by a move of the step's size, and does not move a state that is on it."""
+    from flowsim._model._stratum import curved_onto
+    from flowsim._solver import _exact as E
+
+    model, net, x, y, (V1, V2, V3) = small_deep()
+    xn = np.asarray(x[0])
+    V1[1] -= (V1[1] @ xn) / (xn @ xn) * xn
+    V1 /= np.linalg.norm(V1)
+    a1 = np.maximum(xn @ V1.T, 0.0)
+    V2[1] -= (V2[1] @ a1) / (a1 @ a1) * a1
+    V2 /= np.linalg.norm(V2)
+    on = model.state(V=[V1, V2, V3], rho=1.3)
+    z, _, _ = E._forward(net, on, x)
+    sliding = jnp.zeros(z.shape, bool).at[jnp.asarray([1, 12 * 5 + 1])].set(True)
+    basis = E.make_bases(model, net, x, on, sliding, jnp.where(sliding, 0.0, (z > 0).astype(x.dtype)))
+    rng = np.random.default_rng(0)
+    W1, W2 = (v + 1e-5 * rng.standard_normal(v.shape) for v in (V1, V2))
+    off = model.state(V=[W1 / np.linalg.norm(W1), W2 / np.linalg.norm(W2), V3], rho=1.3)
+
+    def pinned_rel(state):
+        U1, U2 = (np.asarray(v) for v in state.V[:2])
+        h = np.maximum(xn @ U1.T, 0.0)
+        return abs(xn @ U1[1]) / (np.linalg.norm(U1) * np.linalg.norm(xn)), abs(h @ U2[1]) / (
+            np.linalg.norm(U2) * np.linalg.norm(h)
+        )
+
+    assert max(pinned_rel(off)) > 1e-7
+    back = curved_onto(model, net, x, off, basis)
+    assert max(pinned_rel(back)) < 1e-12
+    moved = max(float(np.linalg.norm(np.asarray(a) - np.asarray(b))) for a, b in zip(back.V[:2], off.V[:2]))
+    assert moved < 1e-4
+    still = curved_onto(model, net, x, on, basis)
+    for a, b in zip(still.V, on.V):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
