@@ -14,9 +14,10 @@ A segment is integrated by the stiff solver until an event:
 The event is located by regula falsi on the step's dense output (with two or more hidden layers the sliding
 margins there are interpolated between the step's ends), then on steps redone from the step's start, to within
 `EVENT_TOL` of the layer's scale. The run's start is an event too (in place: the first iteration). There the
-mode that flips or releases what the event concerns is tried first; if it is not consistent, the exact velocity
-``m`` (a bounded least squares over the pinned pre-activations) chooses, and an active-set pass corrects its
-choice (`make_consistent`). Only attracting surfaces hold a pre-activation (`attracting`).
+mode that flips or releases what the event concerns is tried first, then (where flipped ones move back) the
+mode that slides them; if neither is consistent, the exact velocity ``m`` (a bounded least squares over the
+pinned pre-activations) chooses, and an active-set pass corrects its choice (`make_consistent`). Only
+attracting surfaces hold a pre-activation (`attracting`).
 
 Degenerate structures of deep nets have their own rules: pre-activations whose input is zero on the stratum,
 and units whose weights have decayed, are *dead* (`_dead`: no events, σ′ the exact velocity's); multipliers on
@@ -550,7 +551,8 @@ def exact_member(
         return ros._factor(jac, h)
 
     # The first iteration is an event in place (d0 = −∞) that chooses the mode where the run starts, by the
-    # events' own code: one copy of the mode selection to compile, not two (it was 10 s of 35 on the stall case).
+    # events' own code: one copy of the mode selection to compile, not two (6 s of 35 s of XLA's compilation on
+    # the stall case).
     # Until then every pre-activation is free, on its sign's side.
     z0s = unravel(z0)
     gates = (_forward(net, z0s, x)[0] > 0).astype(dtype)
@@ -703,7 +705,8 @@ def _event_update(model, net, x, y, z, mode: Mode, initial=False):
 
     Most events are a free pre-activation crossing transversally, or a sliding one leaving at its bound: the
     mode that flips the first's gate, or releases the second to its bound's side, is tried first and kept if
-    consistent (`_violations`). Otherwise the exact velocity decides (`select_mode`, a bounded least squares),
+    consistent (`_violations`). If flipped ones move back, the mode that slides them (where their surface
+    attracts) is tried next: an entry. Otherwise the exact velocity decides (`select_mode`, a bounded least squares),
     corrected by `make_consistent`.
 
     At the `initial` event (the run's start, every pre-activation free) the candidates are the pre-activations
