@@ -28,7 +28,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._field import field
-from ._filippov import _forward_parts, metric_factors, one_sided_field
+from ._filippov import _flat, _forward_parts, metric_factors, one_sided_field, pinned
 from ._network import Network
 from ._state import State
 
@@ -366,36 +366,35 @@ def curved_projection(model, net: Network, x, state: State, basis: CurvedBasis, 
     return State(hidden + (velocity.V[-1],), velocity.rho, velocity.rho_k), lam, row_sq, jnp.linalg.norm(yhat)
 
 
-# A state whose pinned pre-activations are all below this, relative to their scale ``‖V_k‖ ‖a_{k-1,n}‖``, is on
-# its stratum: the Gauss–Newton drift correction stops there. One iteration from a step's local error (≲ 1e-7)
-# gets there; the second was half of the correction's cost on the stall case.
+# A state whose pinned pre-activations are all below this, relative to their scale ``‖V_k‖ ‖a_{k-1,n}‖`` (as in
+# `pinned`), is on its stratum: the Gauss–Newton drift correction stops there. One iteration from a step's local
+# error (≲ 1e-7) gets there; the second was half of the correction's cost on the stall case.
 ON_STRATUM = 1e-13
 
 
-def off_stratum(net: Network, x, state: State, sliding: Bool[Array, " P"]) -> Float[Array, ""]:
-    """The largest ``|z| / (‖V_k‖ ‖a_{k-1,n}‖)`` over the `sliding` pre-activations (flat): how far `state` is
-    off their stratum."""
-    zs, inputs, _ = _forward_parts(net, state.V, x)
-    rel = [
-        jnp.abs(z) / jnp.maximum(jnp.linalg.norm(V) * jnp.linalg.norm(a, axis=1)[:, None], jnp.finfo(z.dtype).tiny)
-        for z, a, V in zip(zs, inputs, state.V)
-    ]
-    return jnp.max(jnp.where(sliding, jnp.concatenate([r.ravel() for r in rel]), 0.0))
+def on_stratum(net: Network, x, state: State, sliding: Bool[Array, " P"]) -> Bool[Array, ""]:
+    """Whether every `sliding` pre-activation (flat) is pinned to `ON_STRATUM` (`pinned`)."""
+    return jnp.all(_flat(pinned(None, net, x, state, ON_STRATUM)) | ~sliding)
+
+
+def curved_step(model, net: Network, x, state: State, basis: CurvedBasis) -> State:
+    """One Gauss–Newton step of the drift correction onto the stratum of `basis` (see `curved_onto`)."""
+    z = jnp.where(basis.sliding, _hidden_z(net, x, state.V[:-1]), 0.0)
+    (step,) = _combined(model, net, x, state, basis, residual=z)
+    return _moved(state, _col(model, net, state) * step)
 
 
 def curved_onto(model, net: Network, x, state: State, basis: CurvedBasis, iterations: int = 2) -> State:
     """The drift correction on a curved stratum: Gauss–Newton on the combinations ``Uᵀ z_S = 0`` of `basis`
     (least-G-norm steps), each hidden ``V_k`` put back on its unit sphere (a positive scaling keeps zeros); at
-    most `iterations`, until `ON_STRATUM`."""
+    most `iterations`, until `on_stratum`."""
 
     def cond(c):
         i, state = c
-        return (i < iterations) & (off_stratum(net, x, state, basis.sliding) > ON_STRATUM)
+        return (i < iterations) & ~on_stratum(net, x, state, basis.sliding)
 
     def once(c):  # a loop, not unrolled: one copy of the solve to compile
         i, state = c
-        z = jnp.where(basis.sliding, _hidden_z(net, x, state.V[:-1]), 0.0)
-        (step,) = _combined(model, net, x, state, basis, residual=z)
-        return i + 1, _moved(state, _col(model, net, state) * step)
+        return i + 1, curved_step(model, net, x, state, basis)
 
     return jax.lax.while_loop(cond, once, (0, state))[1]

@@ -43,15 +43,15 @@ from jaxtyping import Array, Bool, Float
 from .._model import Network, State
 from .._model._filippov import _flat, _forward_parts, _problem, exact_field, one_sided_field, pinned
 from .._model._stratum import (
-    ON_STRATUM,
     CurvedBasis,
     UnitBases,
     curved_basis,
     curved_onto,
     curved_projection,
+    curved_step,
     gated_z,
     least_norm_correction,
-    off_stratum,
+    on_stratum,
     project_rows,
     sample_coefficients,
     unit_bases,
@@ -396,7 +396,7 @@ _HELD_TOL = {True: EVENT_TOL, False: 1e-5}
 def project_onto(model, net, x, state: State, candidates) -> State:
     """The state moved back onto the stratum of `candidates` (least-norm change of the hidden directions, each
     put back on its sphere: a positive scaling keeps zeros). One hidden layer: one step, exact; more: up to
-    three Gauss–Newton steps, the rank decided afresh at each, until `ON_STRATUM` (one, at most events)."""
+    three Gauss–Newton steps, the rank decided afresh at each, until `on_stratum` (one, at most events)."""
     if _linear(net):
         bases = unit_bases(x, candidates.reshape(x.shape[0], -1))
         V1 = state.V[0] - least_norm_correction(bases, x, x @ state.V[0].T)
@@ -404,13 +404,12 @@ def project_onto(model, net, x, state: State, candidates) -> State:
 
     def cond(c):
         i, state = c
-        return (i < 3) & (off_stratum(net, x, state, candidates) > ON_STRATUM)
+        return (i < 3) & ~on_stratum(net, x, state, candidates)
 
     def once(c):  # a loop, not unrolled: one copy of the basis and the step to compile
         i, state = c
         gates = (_forward(net, state, x)[0] > 0).astype(x.dtype)
-        basis = curved_basis(model, net, x, state, candidates, gates)
-        return i + 1, curved_onto(model, net, x, state, basis, iterations=1)
+        return i + 1, curved_step(model, net, x, state, curved_basis(model, net, x, state, candidates, gates))
 
     return jax.lax.while_loop(cond, once, (0, state))[1]
 
@@ -750,11 +749,10 @@ def _event_update(model, net, x, y, z, mode: Mode, initial=False):
         new, done = make_consistent(model, net, x, y, state, new, rates, acts)
         return new, done & _settled(net, info), *segment_and_distance(model, net, x, y, state, new)
 
-    def tried_mode():
-        pick = lambda a, b: jax.tree_util.tree_map(lambda a_, b_: jnp.where(crossed, a_, b_), a, b)  # noqa: E731
-        return pick(trial, tried), jnp.asarray(True), *pick(seg, seg_tried)
-
-    new, resolved, v, d, lower, upper = jax.lax.cond(crossed | entered, tried_mode, select)
+    # `tried` is the flip trial itself where that was consistent
+    new, resolved, v, d, lower, upper = jax.lax.cond(
+        crossed | entered, lambda: (tried, jnp.asarray(True), *seg_tried), select
+    )
     kinds = jnp.stack([
         jnp.sum(near & ~new.sliding & (new.gates != mode.gates)),  # crossings
         jnp.sum(near & new.sliding),  # entries

@@ -241,8 +241,8 @@ class RosenbrockW(dfx.AbstractAdaptiveSolver, dfx.AbstractImplicitSolver):
 
     def _stages(self, F, t0, z0, f0, h, s: _State, loop: bool = False):
         """The step's stages: ``(z1, err, linear, quadratic)``. With `loop`, the three field evaluations are one
-        in a ``fori_loop``: for a costly field, a third of the code to compile (the exact flow's projected field:
-        measured below)."""
+        in a ``fori_loop``: for a costly field (the exact flow's projected field), a third of that code to
+        compile."""
         if loop:
             a_u, c_u, c_t, g_t = (jnp.asarray(c, z0.dtype) for c in (_A_U, _C_U, _C_TIME, _G_TIME))
 
